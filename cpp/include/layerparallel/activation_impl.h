@@ -1,0 +1,61 @@
+// Activation functions and their derivatives, written once for the CPU and
+// CUDA backends (host/device inline functions).
+#pragma once
+
+#include <cmath>
+
+#include "layerparallel/macros.h"
+
+namespace layerparallel {
+
+enum class Activation : int { Tanh = 0, Relu = 1, SmoothRelu = 2 };
+
+/// Half-width of the quadratic piece of the smooth ReLU (the paper's eta).
+constexpr double kSmoothReluEta = 0.1;
+
+struct TanhAct {
+  LP_HOST_DEVICE static double f(double x) { return std::tanh(x); }
+  LP_HOST_DEVICE static double df(double x) {
+    const double t = std::tanh(x);
+    return 1.0 - t * t;
+  }
+};
+
+struct ReluAct {
+  LP_HOST_DEVICE static double f(double x) { return x > 0.0 ? x : 0.0; }
+  // The derivative at the kink is taken as 0 (the convention of PyTorch too).
+  LP_HOST_DEVICE static double df(double x) { return x > 0.0 ? 1.0 : 0.0; }
+};
+
+struct SmoothReluAct {
+  LP_HOST_DEVICE static double f(double x) {
+    constexpr double eta = kSmoothReluEta;
+    if (x >= eta) return x;
+    if (x <= -eta) return 0.0;
+    return x * x / (4.0 * eta) + 0.5 * x + 0.25 * eta;
+  }
+  LP_HOST_DEVICE static double df(double x) {
+    constexpr double eta = kSmoothReluEta;
+    if (x >= eta) return 1.0;
+    if (x <= -eta) return 0.0;
+    return x / (2.0 * eta) + 0.5;
+  }
+};
+
+/// Runtime-dispatched value (for code that is not hot).
+LP_HOST_DEVICE inline double activate(Activation a, double x) {
+  switch (a) {
+    case Activation::Tanh: return TanhAct::f(x);
+    case Activation::Relu: return ReluAct::f(x);
+    default: return SmoothReluAct::f(x);
+  }
+}
+LP_HOST_DEVICE inline double activate_deriv(Activation a, double x) {
+  switch (a) {
+    case Activation::Tanh: return TanhAct::df(x);
+    case Activation::Relu: return ReluAct::df(x);
+    default: return SmoothReluAct::df(x);
+  }
+}
+
+}  // namespace layerparallel

@@ -1,0 +1,55 @@
+// Compiler glue shared by the CPU and CUDA builds: the one place that spells
+// __host__ __device__ and the error-check macros.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#if defined(__CUDACC__)
+#define LP_HOST_DEVICE __host__ __device__
+#define LP_DEVICE __device__
+#else
+#define LP_HOST_DEVICE
+#define LP_DEVICE
+#endif
+
+#if defined(__CUDACC__) || defined(__GNUC__) || defined(__clang__)
+#define LP_RESTRICT __restrict__
+#else
+#define LP_RESTRICT
+#endif
+
+namespace layerparallel::detail {
+[[noreturn]] inline void throw_invalid(const char* file, int line, const std::string& msg) {
+  (void)file;
+  (void)line;
+  throw std::invalid_argument(msg);
+}
+[[noreturn]] inline void throw_runtime(const char* file, int line, const std::string& msg) {
+  std::ostringstream os;
+  os << msg << " (" << file << ":" << line << ")";
+  throw std::runtime_error(os.str());
+}
+}  // namespace layerparallel::detail
+
+/// Throws std::invalid_argument (ValueError in Python) with a message built by
+/// streaming: LP_REQUIRE(n > 0, "layers must be at least 1, got " << n).
+#define LP_REQUIRE(cond, msg)                                                     \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
+      std::ostringstream lp_os_;                                                  \
+      lp_os_ << msg;                                                              \
+      ::layerparallel::detail::throw_invalid(__FILE__, __LINE__, lp_os_.str());   \
+    }                                                                             \
+  } while (0)
+
+/// Internal invariant: std::runtime_error with file and line.
+#define LP_CHECK(cond, msg)                                                       \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
+      std::ostringstream lp_os_;                                                  \
+      lp_os_ << "internal error: " << msg;                                        \
+      ::layerparallel::detail::throw_runtime(__FILE__, __LINE__, lp_os_.str());   \
+    }                                                                             \
+  } while (0)

@@ -1,0 +1,346 @@
+// CPU backend of the dense residual layer: OpenMP over examples, per-example
+// math from dense_impl.h for narrow widths, BLAS GEMMs for wide ones.
+#include "layerparallel/dense.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "layerparallel/dense_impl.h"
+#include "layerparallel/macros.h"
+
+#if defined(LP_WITH_BLAS)
+#include <cblas.h>
+#endif
+
+namespace layerparallel {
+
+namespace {
+
+// ------------------------------------------------------------------ dispatch
+template <class F>
+void with_activation(Activation a, F&& f) {
+  switch (a) {
+    case Activation::Tanh: f(TanhAct{}); break;
+    case Activation::Relu: f(ReluAct{}); break;
+    case Activation::SmoothRelu: f(SmoothReluAct{}); break;
+    default: LP_REQUIRE(false, "unknown activation code " << static_cast<int>(a));
+  }
+}
+
+template <class F>
+void with_width(int w, F&& f) {
+  switch (w) {
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
+  }
+}
+
+inline int n_chunks(int s) { return (s + kReduceChunk - 1) / kReduceChunk; }
+
+// Sums per-chunk partial results in chunk order (deterministic for any thread count).
+void reduce_chunks(const std::vector<double>& partial, int chunks, int len, double* out) {
+  for (int c = 0; c < chunks; ++c) {
+    const double* p = partial.data() + static_cast<std::size_t>(c) * len;
+    for (int k = 0; k < len; ++k) out[k] += p[k];
+  }
+}
+
+// Row-major C = alpha op(A) op(B) + beta C.
+void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
+          const double* B, int ldb, double beta, double* C, int ldc) {
+#if defined(LP_WITH_BLAS)
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
+              alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+  // Fallback for builds without BLAS: correct, cache-unfriendly only for transposed A.
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < M; ++i) {
+    double* Ci = C + static_cast<std::size_t>(i) * ldc;
+    for (int j = 0; j < N; ++j) Ci[j] = beta == 0.0 ? 0.0 : beta * Ci[j];
+    for (int k = 0; k < K; ++k) {
+      const double a = alpha * (ta ? A[static_cast<std::size_t>(k) * lda + i] : A[static_cast<std::size_t>(i) * lda + k]);
+      if (a == 0.0) continue;
+      if (tb) {
+        for (int j = 0; j < N; ++j) Ci[j] += a * B[static_cast<std::size_t>(j) * ldb + k];
+      } else {
+        const double* Bk = B + static_cast<std::size_t>(k) * ldb;
+        for (int j = 0; j < N; ++j) Ci[j] += a * Bk[j];
+      }
+    }
+  }
+#endif
+}
+
+// Scratch that lives per thread, so concurrent interval relaxations never share it.
+double* scratch(std::size_t n, int slot) {
+  thread_local std::vector<double> buf[2];
+  if (buf[slot].size() < n) buf[slot].resize(n);
+  return buf[slot].data();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ forward step
+void dense_step(Activation act, int w, const double* K, double b, double dt, const double* in,
+                double* out, int s, double* deriv) {
+  if (w <= kFusedMaxWidth && deriv == nullptr) {
+    with_activation(act, [&](auto A) {
+      using Act = decltype(A);
+      with_width(w, [&](auto WC) {
+        constexpr int W = decltype(WC)::value;
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < s; ++i) {
+          dense_step_example<Act, W>(w, K, b, dt, in + static_cast<std::size_t>(i) * w,
+                                     out + static_cast<std::size_t>(i) * w);
+        }
+      });
+    });
+    return;
+  }
+  const std::size_t n = static_cast<std::size_t>(s) * w;
+  double* Z = scratch(n, 0);
+  gemm(false, true, s, w, w, 1.0, in, w, K, w, 0.0, Z, w);
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+#pragma omp parallel for schedule(static)
+    for (std::size_t k = 0; k < n; ++k) {
+      const double z = Z[k] + b;
+      out[k] = in[k] + dt * Act::f(z);
+      if (deriv) deriv[k] = Act::df(z);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ adjoint step
+void dense_adjoint_step(Activation act, int w, const double* K, double b, double dt, const double* u,
+                        const double* lam_next, double* lam, int s, const double* deriv, double* gK,
+                        double* gb, double gscale) {
+  if (w <= kFusedMaxWidth && deriv == nullptr) {
+    const int chunks = n_chunks(s);
+    const int len = w * w + 1;
+    std::vector<double> partial(gK ? static_cast<std::size_t>(chunks) * len : 0, 0.0);
+    with_activation(act, [&](auto A) {
+      using Act = decltype(A);
+      with_width(w, [&](auto WC) {
+        constexpr int W = decltype(WC)::value;
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < chunks; ++c) {
+          double d[64 > kFusedMaxWidth ? 64 : kFusedMaxWidth];
+          double* pg = gK ? partial.data() + static_cast<std::size_t>(c) * len : nullptr;
+          double gbl = 0.0;
+          const int i1 = std::min(s, (c + 1) * kReduceChunk);
+          for (int i = c * kReduceChunk; i < i1; ++i) {
+            const double* ui = u + static_cast<std::size_t>(i) * w;
+            dense_adjoint_example<Act, W>(w, K, b, dt, ui, lam_next + static_cast<std::size_t>(i) * w, d,
+                                          lam + static_cast<std::size_t>(i) * w);
+            if (pg) dense_gradient_example<W>(w, gscale, d, ui, pg, gbl);
+          }
+          if (pg) pg[w * w] = gbl;
+        }
+      });
+    });
+    if (gK) {
+      std::vector<double> sum(len, 0.0);
+      reduce_chunks(partial, chunks, len, sum.data());
+      for (int k = 0; k < w * w; ++k) gK[k] += sum[k];
+      *gb += sum[w * w];
+    }
+    return;
+  }
+  // Wide: D = act'(u K^T + b) * lam_next; lam = lam_next + dt D K; gK += gscale D^T u.
+  const std::size_t n = static_cast<std::size_t>(s) * w;
+  double* D = scratch(n, 1);
+  if (deriv == nullptr) {
+    gemm(false, true, s, w, w, 1.0, u, w, K, w, 0.0, D, w);
+    with_activation(act, [&](auto A) {
+      using Act = decltype(A);
+#pragma omp parallel for schedule(static)
+      for (std::size_t k = 0; k < n; ++k) D[k] = Act::df(D[k] + b) * lam_next[k];
+    });
+  } else {
+#pragma omp parallel for schedule(static)
+    for (std::size_t k = 0; k < n; ++k) D[k] = deriv[k] * lam_next[k];
+  }
+  if (lam != lam_next) std::memcpy(lam, lam_next, n * sizeof(double));
+  gemm(false, false, s, w, w, dt, D, w, K, w, 1.0, lam, w);
+  if (gK) {
+    gemm(true, false, w, w, s, gscale, D, w, u, w, 1.0, gK, w);
+    const int chunks = n_chunks(s);
+    std::vector<double> partial(chunks, 0.0);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < chunks; ++c) {
+      const std::size_t k0 = static_cast<std::size_t>(c) * kReduceChunk * w;
+      const std::size_t k1 = std::min(n, static_cast<std::size_t>(c + 1) * kReduceChunk * w);
+      double acc = 0.0;
+      for (std::size_t k = k0; k < k1; ++k) acc += D[k];
+      partial[c] = acc;
+    }
+    double sd = 0.0;
+    for (int c = 0; c < chunks; ++c) sd += partial[c];
+    *gb += gscale * sd;
+  }
+}
+
+void dense_layer_gradient(Activation act, int w, const double* K, double b, const double* u,
+                          const double* lam_next, int s, double* gK, double* gb, double gscale,
+                          const double* deriv) {
+  if (w <= kFusedMaxWidth && deriv == nullptr) {
+    const int chunks = n_chunks(s);
+    const int len = w * w + 1;
+    std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
+    with_activation(act, [&](auto A) {
+      using Act = decltype(A);
+      with_width(w, [&](auto WC) {
+        constexpr int W = decltype(WC)::value;
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < chunks; ++c) {
+          double d[kFusedMaxWidth];
+          double* pg = partial.data() + static_cast<std::size_t>(c) * len;
+          double gbl = 0.0;
+          const int i1 = std::min(s, (c + 1) * kReduceChunk);
+          for (int i = c * kReduceChunk; i < i1; ++i) {
+            const double* ui = u + static_cast<std::size_t>(i) * w;
+            const double* li = lam_next + static_cast<std::size_t>(i) * w;
+            for (int r = 0; r < w; ++r) {
+              double z = b;
+              for (int cc = 0; cc < w; ++cc) z += K[r * w + cc] * ui[cc];
+              d[r] = Act::df(z) * li[r];
+            }
+            dense_gradient_example<W>(w, gscale, d, ui, pg, gbl);
+          }
+          pg[w * w] = gbl;
+        }
+      });
+    });
+    std::vector<double> sum(len, 0.0);
+    reduce_chunks(partial, chunks, len, sum.data());
+    for (int k = 0; k < w * w; ++k) gK[k] += sum[k];
+    *gb += sum[w * w];
+    return;
+  }
+  // Wide: reuse the adjoint path with a throwaway lam.
+  const std::size_t n = static_cast<std::size_t>(s) * w;
+  std::vector<double> tmp(n);
+  dense_adjoint_step(act, w, K, b, 0.0, u, lam_next, tmp.data(), s, deriv, gK, gb, gscale);
+}
+
+// ------------------------------------------------------------------ openings
+void dense_opening(Activation act, int w, int nf, const double* Ko, double bo, const double* X,
+                   double* U0, int s) {
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < s; ++i)
+      dense_opening_example<Act>(w, nf, Ko, bo, X + static_cast<std::size_t>(i) * nf,
+                                 U0 + static_cast<std::size_t>(i) * w);
+  });
+}
+
+void dense_opening_gradient(Activation act, int w, int nf, const double* Ko, double bo,
+                            const double* X, const double* lam0, int s, double* gKo, double* gbo) {
+  const int chunks = n_chunks(s);
+  const int len = w * nf + 1;
+  std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < chunks; ++c) {
+      double* pg = partial.data() + static_cast<std::size_t>(c) * len;
+      double gbl = 0.0;
+      const int i1 = std::min(s, (c + 1) * kReduceChunk);
+      for (int i = c * kReduceChunk; i < i1; ++i)
+        dense_opening_grad_example<Act>(w, nf, Ko, bo, X + static_cast<std::size_t>(i) * nf,
+                                        lam0 + static_cast<std::size_t>(i) * w, pg, gbl);
+      pg[w * nf] = gbl;
+    }
+  });
+  std::vector<double> sum(len, 0.0);
+  reduce_chunks(partial, chunks, len, sum.data());
+  for (int k = 0; k < w * nf; ++k) gKo[k] += sum[k];
+  *gbo += sum[w * nf];
+}
+
+void expand_opening(int w, int nf, const double* X, double* U0, int s) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < s; ++i) {
+    double* u = U0 + static_cast<std::size_t>(i) * w;
+    const double* x = X + static_cast<std::size_t>(i) * nf;
+    for (int c = 0; c < nf; ++c) u[c] = x[c];
+    for (int c = nf; c < w; ++c) u[c] = 0.0;
+  }
+}
+
+// ------------------------------------------------------------------ classifier
+double classifier_loss(int w, int nc, const double* Wc, const double* mu, const double* U,
+                       const std::int64_t* labels, int s, double scale, std::int64_t* correct,
+                       double* lam, double* gW, double* gmu) {
+  const int chunks = n_chunks(s);
+  const bool want_grad = gW != nullptr;
+  const int len = want_grad ? nc * w + nc + 2 : 2;
+  std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < chunks; ++c) {
+    std::vector<double> z(nc), delta(nc);
+    double* p = partial.data() + static_cast<std::size_t>(c) * len;
+    double loss = 0.0, hits = 0.0;
+    const int i1 = std::min(s, (c + 1) * kReduceChunk);
+    for (int i = c * kReduceChunk; i < i1; ++i) {
+      const double* u = U + static_cast<std::size_t>(i) * w;
+      bool ok = false;
+      loss += softmax_xent_example(w, nc, Wc, mu, u, static_cast<int>(labels[i]), scale, z.data(),
+                                   delta.data(), ok);
+      hits += ok ? 1.0 : 0.0;
+      if (lam) {
+        double* l = lam + static_cast<std::size_t>(i) * w;
+        for (int k = 0; k < w; ++k) l[k] = 0.0;
+        for (int j = 0; j < nc; ++j) {
+          const double dj = delta[j];
+          const double* Wj = Wc + static_cast<std::size_t>(j) * w;
+          for (int k = 0; k < w; ++k) l[k] += Wj[k] * dj;
+        }
+      }
+      if (want_grad) {
+        for (int j = 0; j < nc; ++j) {
+          double* g = p + 2 + static_cast<std::size_t>(j) * w;
+          for (int k = 0; k < w; ++k) g[k] += delta[j] * u[k];
+          p[2 + nc * w + j] += delta[j];
+        }
+      }
+    }
+    p[0] = loss;
+    p[1] = hits;
+  }
+  std::vector<double> sum(len, 0.0);
+  reduce_chunks(partial, chunks, len, sum.data());
+  if (want_grad) {
+    for (int k = 0; k < nc * w; ++k) gW[k] += sum[2 + k];
+    for (int j = 0; j < nc; ++j) gmu[j] += sum[2 + nc * w + j];
+  }
+  if (correct) *correct = static_cast<std::int64_t>(sum[1]);
+  return sum[0];
+}
+
+void classifier_logits(int w, int nc, const double* Wc, const double* mu, const double* U, int s,
+                       double* Z) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < s; ++i) {
+    const double* u = U + static_cast<std::size_t>(i) * w;
+    for (int j = 0; j < nc; ++j) {
+      double acc = mu[j];
+      const double* Wj = Wc + static_cast<std::size_t>(j) * w;
+      for (int k = 0; k < w; ++k) acc += Wj[k] * u[k];
+      Z[static_cast<std::size_t>(i) * nc + j] = acc;
+    }
+  }
+}
+
+}  // namespace layerparallel

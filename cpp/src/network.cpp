@@ -1,0 +1,243 @@
+// The dense residual network: validation, parameter layout, serial sweeps,
+// objective and gradient (ALGORITHM.md sections 1-2).
+#include "layerparallel/network.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "layerparallel/dense.h"
+#include "layerparallel/macros.h"
+
+namespace layerparallel {
+
+Activation parse_activation(const std::string& name) {
+  if (name == "tanh") return Activation::Tanh;
+  if (name == "relu") return Activation::Relu;
+  if (name == "smooth_relu") return Activation::SmoothRelu;
+  LP_REQUIRE(false, "activation must be one of tanh, relu, smooth_relu, got '" << name << "'");
+}
+
+Opening parse_opening(const std::string& name) {
+  if (name == "dense") return Opening::Dense;
+  if (name == "expand") return Opening::Expand;
+  LP_REQUIRE(false, "opening must be one of dense, expand, got '" << name << "'");
+}
+
+std::string activation_name(Activation a) {
+  switch (a) {
+    case Activation::Tanh: return "tanh";
+    case Activation::Relu: return "relu";
+    default: return "smooth_relu";
+  }
+}
+
+std::string opening_name(Opening o) { return o == Opening::Dense ? "dense" : "expand"; }
+
+void NetworkSpec::validate() const {
+  LP_REQUIRE(n_features >= 1, "n_features must be at least 1, got " << n_features);
+  LP_REQUIRE(n_classes >= 2, "n_classes must be at least 2, got " << n_classes);
+  LP_REQUIRE(width >= 1, "width must be at least 1, got " << width);
+  LP_REQUIRE(layers >= 1, "layers must be at least 1, got " << layers);
+  LP_REQUIRE(std::isfinite(T) && T > 0.0, "T must be a positive finite number, got " << T);
+  LP_REQUIRE(width >= n_classes,
+             "width must be at least the number of classes (" << n_classes << "), got " << width);
+  LP_REQUIRE(opening != Opening::Expand || n_features <= width,
+             "the expand opening needs width >= n_features (" << n_features << "), got width "
+                                                              << width);
+  const int a = static_cast<int>(activation);
+  LP_REQUIRE(a >= 0 && a <= 2, "unknown activation code " << a);
+  const int o = static_cast<int>(opening);
+  LP_REQUIRE(o >= 0 && o <= 1, "unknown opening code " << o);
+}
+
+void Regularization::validate() const {
+  LP_REQUIRE(std::isfinite(tikhonov) && tikhonov >= 0.0,
+             "regularization.tikhonov must be >= 0, got " << tikhonov);
+  LP_REQUIRE(std::isfinite(classifier) && classifier >= 0.0,
+             "regularization.classifier must be >= 0, got " << classifier);
+  LP_REQUIRE(std::isfinite(ddt) && ddt >= 0.0, "regularization.ddt must be >= 0, got " << ddt);
+}
+
+ParamLayout::ParamLayout(const NetworkSpec& spec) {
+  const std::size_t w = spec.width, nf = spec.n_features, N = spec.layers, nc = spec.n_classes;
+  has_opening = spec.opening == Opening::Dense;
+  std::size_t at = 0;
+  opening_weight = at;
+  if (has_opening) at += w * nf;
+  opening_bias = at;
+  if (has_opening) at += 1;
+  weights = at;
+  at += N * w * w;
+  biases = at;
+  at += N;
+  classifier_weight = at;
+  at += nc * w;
+  classifier_bias = at;
+  at += nc;
+  size = at;
+}
+
+DenseResNet::DenseResNet(const NetworkSpec& spec) : spec_(spec), layout_((spec.validate(), spec)) {}
+
+// ------------------------------------------------------------------ building blocks
+void DenseResNet::opening(const double* theta, const double* X, int s, double* U0) const {
+  const int w = spec_.width, nf = spec_.n_features;
+  if (spec_.opening == Opening::Dense) {
+    dense_opening(spec_.activation, w, nf, theta + layout_.opening_weight, theta[layout_.opening_bias], X,
+                  U0, s);
+  } else {
+    expand_opening(w, nf, X, U0, s);
+  }
+}
+
+void DenseResNet::step(const double* theta, int n, double dt, const double* in, double* out, int s,
+                       double* deriv) const {
+  const int w = spec_.width;
+  dense_step(spec_.activation, w, theta + layout_.weights + static_cast<std::size_t>(n) * w * w,
+             theta[layout_.biases + n], dt, in, out, s, deriv);
+}
+
+void DenseResNet::adjoint_step(const double* theta, int n, double dt, const double* u,
+                               const double* lam_next, double* lam, int s, double* grad, double gscale,
+                               const double* deriv) const {
+  const int w = spec_.width;
+  const std::size_t ko = static_cast<std::size_t>(n) * w * w;
+  dense_adjoint_step(spec_.activation, w, theta + layout_.weights + ko, theta[layout_.biases + n], dt, u,
+                     lam_next, lam, s, deriv, grad ? grad + layout_.weights + ko : nullptr,
+                     grad ? grad + layout_.biases + n : nullptr, gscale);
+}
+
+void DenseResNet::layer_gradient(const double* theta, int n, const double* u, const double* lam_next,
+                                 int s, double* grad, double gscale) const {
+  const int w = spec_.width;
+  const std::size_t ko = static_cast<std::size_t>(n) * w * w;
+  dense_layer_gradient(spec_.activation, w, theta + layout_.weights + ko, theta[layout_.biases + n], u,
+                       lam_next, s, grad + layout_.weights + ko, grad + layout_.biases + n, gscale);
+}
+
+double DenseResNet::classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
+                               double scale, std::int64_t* correct, double* lam, double* grad) const {
+  return classifier_loss(spec_.width, spec_.n_classes, theta + layout_.classifier_weight,
+                         theta + layout_.classifier_bias, UN, labels, s, scale, correct, lam,
+                         grad ? grad + layout_.classifier_weight : nullptr,
+                         grad ? grad + layout_.classifier_bias : nullptr);
+}
+
+void DenseResNet::opening_gradient(const double* theta, const double* X, const double* lam0, int s,
+                                   double* grad) const {
+  if (spec_.opening != Opening::Dense) return;
+  dense_opening_gradient(spec_.activation, spec_.width, spec_.n_features, theta + layout_.opening_weight,
+                         theta[layout_.opening_bias], X, lam0, s, grad + layout_.opening_weight,
+                         grad + layout_.opening_bias);
+}
+
+double DenseResNet::regularization(const double* theta, const Regularization& reg, double* grad) const {
+  const std::size_t w = spec_.width, N = spec_.layers;
+  double value = 0.0;
+  // Tikhonov on the opening (if it has parameters) and every hidden layer.
+  auto tik = [&](std::size_t begin, std::size_t end, double g) {
+    double s2 = 0.0;
+    for (std::size_t k = begin; k < end; ++k) {
+      s2 += theta[k] * theta[k];
+      if (grad) grad[k] += g * theta[k];
+    }
+    value += 0.5 * g * s2;
+  };
+  if (reg.tikhonov > 0.0) {
+    tik(layout_.opening_weight, layout_.weights, reg.tikhonov);  // opening block (empty for expand)
+    tik(layout_.weights, layout_.classifier_weight, reg.tikhonov);
+  }
+  if (reg.classifier > 0.0) tik(layout_.classifier_weight, layout_.size, reg.classifier);
+  // Smoothness in the layer index: (g/2) sum_{n>=1} |(theta_n - theta_{n-1}) / h|^2.
+  if (reg.ddt > 0.0 && N > 1) {
+    const double h = spec_.h();
+    const double g = reg.ddt / (h * h);
+    const std::size_t ww = w * w;
+    double s2 = 0.0;
+    for (std::size_t n = 1; n < N; ++n) {
+      const double* Kn = theta + layout_.weights + n * ww;
+      const double* Km = Kn - ww;
+      double* gKn = grad ? grad + layout_.weights + n * ww : nullptr;
+      for (std::size_t k = 0; k < ww; ++k) {
+        const double d = Kn[k] - Km[k];
+        s2 += d * d;
+        if (gKn) {
+          gKn[k] += g * d;
+          gKn[k - ww] -= g * d;
+        }
+      }
+      const double db = theta[layout_.biases + n] - theta[layout_.biases + n - 1];
+      s2 += db * db;
+      if (grad) {
+        grad[layout_.biases + n] += g * db;
+        grad[layout_.biases + n - 1] -= g * db;
+      }
+    }
+    value += 0.5 * g * s2;
+  }
+  return value;
+}
+
+// ------------------------------------------------------------------ serial sweeps
+void DenseResNet::forward_sweep(const double* theta, const double* X, int s, double* states,
+                                double* derivs) const {
+  const std::size_t sz = state_size(s);
+  const double h = spec_.h();
+  opening(theta, X, s, states);
+  for (int n = 0; n < spec_.layers; ++n)
+    step(theta, n, h, states + n * sz, states + (n + 1) * sz, s, derivs ? derivs + n * sz : nullptr);
+}
+
+void DenseResNet::backward_sweep(const double* theta, const double* X, const double* states,
+                                 const double* lamN, int s, double* grad, const double* derivs) const {
+  const std::size_t sz = state_size(s);
+  const double h = spec_.h();
+  std::vector<double> a(lamN, lamN + sz), b(sz);
+  for (int n = spec_.layers - 1; n >= 0; --n) {
+    adjoint_step(theta, n, h, states + n * sz, a.data(), b.data(), s, grad, h,
+                 derivs ? derivs + n * sz : nullptr);
+    a.swap(b);
+  }
+  opening_gradient(theta, X, a.data(), s, grad);
+}
+
+Evaluation DenseResNet::evaluate(const double* theta, const double* X, const std::int64_t* labels, int s,
+                                 const Regularization& reg, double* grad) const {
+  LP_REQUIRE(s >= 1, "the batch must hold at least one example, got " << s);
+  const std::size_t sz = state_size(s);
+  const int N = spec_.layers;
+  std::vector<double> states((N + 1) * sz);
+  // Wide layers keep act'(.) from the forward sweep: one GEMM fewer per adjoint step.
+  const bool keep_derivs = grad != nullptr && spec_.width > kFusedMaxWidth;
+  std::vector<double> derivs(keep_derivs ? N * sz : 0);
+  forward_sweep(theta, X, s, states.data(), keep_derivs ? derivs.data() : nullptr);
+
+  Evaluation ev;
+  ev.examples = s;
+  const double scale = 1.0 / s;
+  std::vector<double> lamN(grad ? sz : 0);
+  if (grad) std::fill(grad, grad + layout_.size, 0.0);
+  const double total = classifier(theta, states.data() + N * sz, labels, s, scale, &ev.correct,
+                                  grad ? lamN.data() : nullptr, grad);
+  ev.loss = total / s;
+  if (grad) backward_sweep(theta, X, states.data(), lamN.data(), s, grad, keep_derivs ? derivs.data() : nullptr);
+  ev.regularization = regularization(theta, reg, grad);
+  ev.objective = ev.loss + ev.regularization;
+  return ev;
+}
+
+void DenseResNet::logits(const double* theta, const double* X, int s, double* Z) const {
+  const std::size_t sz = state_size(s);
+  std::vector<double> a(sz), b(sz);
+  opening(theta, X, s, a.data());
+  const double h = spec_.h();
+  for (int n = 0; n < spec_.layers; ++n) {
+    step(theta, n, h, a.data(), b.data(), s);
+    a.swap(b);
+  }
+  classifier_logits(spec_.width, spec_.n_classes, theta + layout_.classifier_weight,
+                    theta + layout_.classifier_bias, a.data(), s, Z);
+}
+
+}  // namespace layerparallel

@@ -1,0 +1,172 @@
+// Bindings of the dense residual network (objective, gradient, logits) and of
+// the thread controls. Validates every array at the boundary, releases the GIL
+// around compute.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "checks.h"
+#include "layerparallel/network.h"
+#include "layerparallel/threading.h"
+
+namespace py = pybind11;
+using namespace layerparallel;
+using lpbind::as_doubles;
+using lpbind::as_labels;
+using lpbind::DArray;
+
+namespace {
+
+NetworkSpec make_spec(int n_features, int n_classes, int width, int layers, double T,
+                      const std::string& activation, const std::string& opening) {
+  NetworkSpec s;
+  s.n_features = n_features;
+  s.n_classes = n_classes;
+  s.width = width;
+  s.layers = layers;
+  s.T = T;
+  s.activation = parse_activation(activation);
+  s.opening = parse_opening(opening);
+  s.validate();
+  return s;
+}
+
+DArray theta_of(const DenseResNet& net, const py::handle& theta) {
+  return as_doubles(theta, "theta (the flat parameter vector)", 1,
+                    static_cast<py::ssize_t>(net.layout().size));
+}
+
+DArray features_of(const DenseResNet& net, const py::handle& X) {
+  DArray x = as_doubles(X, "features", 2, -1, net.spec().n_features);
+  if (x.shape(0) < 1) throw py::value_error("features must hold at least one example, got 0 rows");
+  return x;
+}
+
+}  // namespace
+
+void bind_network(py::module_& m) {
+  m.def("set_num_threads", &set_num_threads, py::arg("n"),
+        "Threads for the compiled loops and BLAS (0 = all cores).");
+  m.def("num_threads", &num_threads);
+  m.def("max_threads", &max_threads);
+  m.def("has_blas", []() {
+#if defined(LP_WITH_BLAS)
+    return true;
+#else
+    return false;
+#endif
+  });
+  m.def("built_with_cuda", []() {
+#if defined(LP_WITH_CUDA)
+    return true;
+#else
+    return false;
+#endif
+  });
+
+  py::class_<DenseResNet>(m, "DenseResNet", "Dense residual network (ALGORITHM.md sections 1-2).")
+      .def(py::init([](int nf, int nc, int w, int N, double T, const std::string& a, const std::string& o) {
+             return DenseResNet(make_spec(nf, nc, w, N, T, a, o));
+           }),
+           py::arg("n_features"), py::arg("n_classes"), py::arg("width"), py::arg("layers"), py::arg("T"),
+           py::arg("activation"), py::arg("opening"))
+      .def_property_readonly("param_size", [](const DenseResNet& n) { return n.layout().size; })
+      .def_property_readonly("n_features", [](const DenseResNet& n) { return n.spec().n_features; })
+      .def_property_readonly("n_classes", [](const DenseResNet& n) { return n.spec().n_classes; })
+      .def_property_readonly("width", [](const DenseResNet& n) { return n.spec().width; })
+      .def_property_readonly("layers", [](const DenseResNet& n) { return n.spec().layers; })
+      .def_property_readonly("T", [](const DenseResNet& n) { return n.spec().T; })
+      .def_property_readonly("activation", [](const DenseResNet& n) { return activation_name(n.spec().activation); })
+      .def_property_readonly("opening", [](const DenseResNet& n) { return opening_name(n.spec().opening); })
+      .def(
+          "layout",
+          [](const DenseResNet& net) {
+            // (name, offset, shape) of every named block, in flat order.
+            const auto& L = net.layout();
+            const auto& s = net.spec();
+            py::list out;
+            using Shape = std::vector<py::ssize_t>;
+            if (L.has_opening) {
+              out.append(py::make_tuple("opening_weight", L.opening_weight, Shape{s.width, s.n_features}));
+              out.append(py::make_tuple("opening_bias", L.opening_bias, Shape{}));
+            }
+            out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.width, s.width}));
+            out.append(py::make_tuple("biases", L.biases, Shape{s.layers}));
+            out.append(py::make_tuple("classifier_weight", L.classifier_weight, Shape{s.n_classes, s.width}));
+            out.append(py::make_tuple("classifier_bias", L.classifier_bias, Shape{s.n_classes}));
+            return out;
+          },
+          "List of (name, offset, shape) of the parameter blocks in the flat vector.")
+      .def(
+          "evaluate",
+          [](const DenseResNet& net, const py::handle& theta, const py::handle& X, const py::handle& y,
+             double tikhonov, double classifier, double ddt, bool gradient) {
+            DArray th = theta_of(net, theta);
+            DArray x = features_of(net, X);
+            auto lab = as_labels(y, "labels", x.shape(0), net.spec().n_classes);
+            Regularization reg{tikhonov, classifier, ddt};
+            reg.validate();
+            py::object grad = py::none();
+            Evaluation ev;
+            const int s = static_cast<int>(x.shape(0));
+            if (gradient) {
+              DArray g(static_cast<py::ssize_t>(net.layout().size));
+              double* gp = g.mutable_data();
+              {
+                py::gil_scoped_release nogil;
+                ev = net.evaluate(th.data(), x.data(), lab.data(), s, reg, gp);
+              }
+              grad = std::move(g);
+            } else {
+              py::gil_scoped_release nogil;
+              ev = net.evaluate(th.data(), x.data(), lab.data(), s, reg, nullptr);
+            }
+            py::dict d;
+            d["objective"] = ev.objective;
+            d["loss"] = ev.loss;
+            d["regularization"] = ev.regularization;
+            d["correct"] = ev.correct;
+            d["examples"] = ev.examples;
+            d["accuracy"] = static_cast<double>(ev.correct) / static_cast<double>(ev.examples);
+            d["gradient"] = grad;
+            return d;
+          },
+          py::arg("theta"), py::arg("features"), py::arg("labels"), py::arg("tikhonov") = 0.0,
+          py::arg("classifier") = 0.0, py::arg("ddt") = 0.0, py::arg("gradient") = true,
+          "Objective, mean loss, accuracy and (optionally) the gradient by serial forward and adjoint sweeps.")
+      .def(
+          "logits",
+          [](const DenseResNet& net, const py::handle& theta, const py::handle& X) {
+            DArray th = theta_of(net, theta);
+            DArray x = features_of(net, X);
+            const int s = static_cast<int>(x.shape(0));
+            DArray z({static_cast<py::ssize_t>(s), static_cast<py::ssize_t>(net.spec().n_classes)});
+            double* zp = z.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              net.logits(th.data(), x.data(), s, zp);
+            }
+            return z;
+          },
+          py::arg("theta"), py::arg("features"))
+      .def(
+          "forward_states",
+          [](const DenseResNet& net, const py::handle& theta, const py::handle& X) {
+            DArray th = theta_of(net, theta);
+            DArray x = features_of(net, X);
+            const int s = static_cast<int>(x.shape(0));
+            DArray u({static_cast<py::ssize_t>(net.spec().layers + 1), static_cast<py::ssize_t>(s),
+                      static_cast<py::ssize_t>(net.spec().width)});
+            double* up = u.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              net.forward_sweep(th.data(), x.data(), s, up);
+            }
+            return u;
+          },
+          py::arg("theta"), py::arg("features"), "All states u_0..u_N, shape (N+1, s, width).");
+}

@@ -1,0 +1,446 @@
+"""Data sets for layerparallel: the Peaks generator, the reference text-file
+reader, the :class:`Dataset` container and input validation for the model.
+
+Peaks
+-----
+Two features ``(x, y)`` on the regular 256 x 256 grid over ``[-3, 3]^2``
+(spacing 6/255). The class of a point is the band of MATLAB's ``peaks``
+surface it falls into: the range ``[min z, max z]`` over that grid is cut into
+five bands of equal width (edges near -6.55, -3.62, -0.69, 2.24, 5.17, 8.11),
+class 0 is the lowest band and class 4 the highest. A value exactly on an
+interior edge belongs to the upper band. These labels reproduce the reference
+files of the paper's code (``shared/data/peaks``) exactly.
+
+Reference text format
+---------------------
+One example per line, whitespace-separated floats, no header. Blank lines are
+ignored. Label files hold one-hot rows; the class is the position of the 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PEAKS_GRID_SIZE",
+    "PEAKS_N_CLASSES",
+    "Dataset",
+    "check_inputs",
+    "generate_peaks",
+    "load_dataset",
+    "load_files",
+    "peaks",
+    "peaks_band_edges",
+    "peaks_classes",
+    "peaks_grid",
+    "read_features",
+    "read_labels",
+    "shuffle",
+]
+
+PEAKS_GRID_SIZE = 256
+PEAKS_N_CLASSES = 5
+PEAKS_LOW = -3.0
+PEAKS_HIGH = 3.0
+
+
+# ---------------------------------------------------------------------------
+# Peaks
+# ---------------------------------------------------------------------------
+
+def peaks(x, y):
+    """MATLAB's ``peaks`` surface, vectorised over numpy arrays.
+
+    z = 3 (1-x)^2 exp(-x^2 - (y+1)^2) - 10 (x/5 - x^3 - y^5) exp(-x^2 - y^2)
+        - 1/3 exp(-(x+1)^2 - y^2)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return (3.0 * (1.0 - x) ** 2 * np.exp(-x ** 2 - (y + 1.0) ** 2)
+            - 10.0 * (x / 5.0 - x ** 3 - y ** 5) * np.exp(-x ** 2 - y ** 2)
+            - np.exp(-(x + 1.0) ** 2 - y ** 2) / 3.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _grid_cached() -> np.ndarray:
+    g = np.linspace(PEAKS_LOW, PEAKS_HIGH, PEAKS_GRID_SIZE)
+    gx, gy = np.meshgrid(g, g, indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    pts.setflags(write=False)
+    return pts
+
+
+def peaks_grid() -> np.ndarray:
+    """All 256*256 grid points of ``[-3, 3]^2`` as a (65536, 2) float64 array
+    (row ``i*256 + j`` is ``(g_i, g_j)`` with ``g = linspace(-3, 3, 256)``)."""
+    return _grid_cached().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _edges_cached() -> np.ndarray:
+    pts = _grid_cached()
+    z = peaks(pts[:, 0], pts[:, 1])
+    lo, hi = float(z.min()), float(z.max())
+    edges = lo + (hi - lo) * np.arange(PEAKS_N_CLASSES + 1) / PEAKS_N_CLASSES
+    edges[0], edges[-1] = lo, hi
+    edges.setflags(write=False)
+    return edges
+
+
+def peaks_band_edges() -> np.ndarray:
+    """The six band edges ``min z, ..., max z`` (five equal-width bands) of the
+    peaks surface over the 256 x 256 grid."""
+    return _edges_cached().copy()
+
+
+def peaks_classes(points) -> np.ndarray:
+    """Class labels 0..4 (int64) of points ``(n, 2)`` by the band of ``peaks``.
+
+    Points whose surface value lies outside the grid's range are put into the
+    lowest / highest class.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(
+            f"peaks_classes expects points of shape (n, 2), got shape {pts.shape}.")
+    z = peaks(pts[:, 0], pts[:, 1])
+    interior = _edges_cached()[1:-1]
+    return np.searchsorted(interior, z, side="right").astype(np.int64)
+
+
+def generate_peaks(n_train: int = 5000, n_val: int = 200, seed: int = 0) -> "Dataset":
+    """Balanced Peaks data drawn from the 256 x 256 grid.
+
+    Each class gets ``n_train/5`` training and ``n_val/5`` validation points,
+    all distinct grid points (so training and validation are disjoint). Both
+    splits are shuffled. Everything is drawn from ``np.random.default_rng(seed)``.
+    """
+    for arg, val in (("n_train", n_train), ("n_val", n_val)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
+            raise ValueError(f"{arg} must be an integer, got {type(val).__name__} {val!r}.")
+        if val < PEAKS_N_CLASSES or val % PEAKS_N_CLASSES != 0:
+            raise ValueError(
+                f"{arg} must be a positive multiple of {PEAKS_N_CLASSES} so that the "
+                f"classes are balanced, got {val}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    n_train, n_val = int(n_train), int(n_val)
+    per_train = n_train // PEAKS_N_CLASSES
+    per_val = n_val // PEAKS_N_CLASSES
+
+    pts = _grid_cached()
+    labels = peaks_classes(pts)
+    counts = np.bincount(labels, minlength=PEAKS_N_CLASSES)
+    need = per_train + per_val
+    if need > counts.min():
+        smallest = int(counts.argmin())
+        raise ValueError(
+            f"n_train={n_train} and n_val={n_val} need {need} distinct grid points "
+            f"per class but class {smallest} has only {int(counts.min())} on the "
+            f"{PEAKS_GRID_SIZE}x{PEAKS_GRID_SIZE} grid.")
+
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in range(PEAKS_N_CLASSES):
+        members = np.flatnonzero(labels == c)
+        chosen = rng.choice(members, size=need, replace=False)
+        train_idx.append(chosen[:per_train])
+        val_idx.append(chosen[per_train:])
+    train_idx = np.concatenate(train_idx)
+    val_idx = np.concatenate(val_idx)
+    train_idx = train_idx[rng.permutation(train_idx.size)]
+    val_idx = val_idx[rng.permutation(val_idx.size)]
+    return Dataset(
+        train_x=np.ascontiguousarray(pts[train_idx], dtype=np.float64),
+        train_y=np.ascontiguousarray(labels[train_idx], dtype=np.int64),
+        val_x=np.ascontiguousarray(pts[val_idx], dtype=np.float64),
+        val_y=np.ascontiguousarray(labels[val_idx], dtype=np.int64),
+        n_features=2,
+        n_classes=PEAKS_N_CLASSES,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------
+
+def shuffle(x, y, seed: int):
+    """Return ``(x[p], y[p])`` for a permutation ``p`` drawn from
+    ``np.random.default_rng(seed)``. The inputs are not modified."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(
+            f"shuffle needs as many labels as examples, got {len(x)} examples and {len(y)} labels.")
+    perm = np.random.default_rng(seed).permutation(len(x))
+    return np.ascontiguousarray(x[perm]), np.ascontiguousarray(y[perm])
+
+
+@dataclass
+class Dataset:
+    """Training and validation data: features float64 (n, n_features), labels
+    int64 (n,) with values in [0, n_classes)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    n_features: int
+    n_classes: int
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.val_x.shape[0])
+
+    def shuffled(self, seed: int) -> "Dataset":
+        """A copy with the training and the validation split each permuted
+        (one ``default_rng(seed)`` stream: training permutation first)."""
+        rng = np.random.default_rng(seed)
+        pt = rng.permutation(self.n_train)
+        pv = rng.permutation(self.n_val)
+        return Dataset(
+            train_x=np.ascontiguousarray(self.train_x[pt]),
+            train_y=np.ascontiguousarray(self.train_y[pt]),
+            val_x=np.ascontiguousarray(self.val_x[pv]),
+            val_y=np.ascontiguousarray(self.val_y[pv]),
+            n_features=self.n_features,
+            n_classes=self.n_classes,
+        )
+
+    def truncated(self, n_train: int | None = None, n_val: int | None = None) -> "Dataset":
+        """A copy keeping the first ``n_train`` / ``n_val`` examples (shuffle first!)."""
+        nt = self.n_train if n_train is None else int(n_train)
+        nv = self.n_val if n_val is None else int(n_val)
+        return Dataset(
+            train_x=self.train_x[:nt].copy(), train_y=self.train_y[:nt].copy(),
+            val_x=self.val_x[:nv].copy(), val_y=self.val_y[:nv].copy(),
+            n_features=self.n_features, n_classes=self.n_classes,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Reference text files
+# ---------------------------------------------------------------------------
+
+def _read_table(path, kind: str):
+    """Read a whitespace-separated table of finite floats; errors name the file
+    and the (1-based) line. Returns the table and the file line of each row."""
+    p = Path(path)
+    try:
+        with open(p, "r", encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {kind} file '{p}': {exc}.") from None
+
+    rows: list[list[float]] = []
+    linenos: list[int] = []
+    width = None
+    width_line = 0
+    for lineno, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        values = []
+        for tok in tokens:
+            try:
+                v = float(tok)
+            except ValueError:
+                raise ValueError(
+                    f"{kind} file '{p}' line {lineno}: '{tok}' is not a number.") from None
+            if not np.isfinite(v):
+                raise ValueError(
+                    f"{kind} file '{p}' line {lineno}: value '{tok}' is not finite.")
+            values.append(v)
+        if width is None:
+            width, width_line = len(values), lineno
+        elif len(values) != width:
+            raise ValueError(
+                f"{kind} file '{p}' line {lineno}: expected {width} values as on line "
+                f"{width_line}, got {len(values)}.")
+        rows.append(values)
+        linenos.append(lineno)
+    if not rows:
+        raise ValueError(f"{kind} file '{p}' is empty.")
+    return np.array(rows, dtype=np.float64), linenos
+
+
+def read_features(path) -> np.ndarray:
+    """Read a features file: returns a C-contiguous float64 array (n, n_features)."""
+    return np.ascontiguousarray(_read_table(path, "features")[0])
+
+
+def read_labels(path) -> np.ndarray:
+    """Read a one-hot labels file: returns the class indices, int64 (n,).
+
+    Every row must contain exactly one 1 and zeros elsewhere."""
+    return _read_onehot(path)[0]
+
+
+def _read_onehot(path):
+    """Class indices and the width (number of classes) of a one-hot file."""
+    table, linenos = _read_table(path, "labels")
+    ones = table == 1.0
+    zeros = table == 0.0
+    bad = np.flatnonzero(~((ones | zeros).all(axis=1) & (ones.sum(axis=1) == 1)))
+    if bad.size:
+        k = int(bad[0])
+        row = " ".join(f"{v:g}" for v in table[k])
+        raise ValueError(
+            f"labels file '{Path(path)}' line {linenos[k]}: row [{row}] is not one-hot "
+            f"(exactly one 1 and zeros elsewhere).")
+    return np.ascontiguousarray(ones.argmax(axis=1).astype(np.int64)), int(table.shape[1])
+
+
+def load_files(train_features, train_labels, val_features, val_labels,
+               n_classes: int | None = None) -> Dataset:
+    """Read the four reference files into a :class:`Dataset` (file order kept;
+    shuffle before truncating or mini-batching).
+
+    ``n_classes`` defaults to the width of the one-hot label rows; if given it
+    must equal that width."""
+    tx = read_features(train_features)
+    vx = read_features(val_features)
+    ty, t_width = _read_onehot(train_labels)
+    vy, v_width = _read_onehot(val_labels)
+    for fx, x, fy, y in ((train_features, tx, train_labels, ty),
+                         (val_features, vx, val_labels, vy)):
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"features file '{Path(fx)}' has {x.shape[0]} examples but labels file "
+                f"'{Path(fy)}' has {y.shape[0]}.")
+    if tx.shape[1] != vx.shape[1]:
+        raise ValueError(
+            f"features file '{Path(train_features)}' has {tx.shape[1]} features per example "
+            f"but '{Path(val_features)}' has {vx.shape[1]}.")
+    if t_width != v_width:
+        raise ValueError(
+            f"labels file '{Path(train_labels)}' has {t_width} classes per row "
+            f"but '{Path(val_labels)}' has {v_width}.")
+    if n_classes is not None and int(n_classes) != t_width:
+        raise ValueError(
+            f"labels files '{Path(train_labels)}' and '{Path(val_labels)}' have {t_width} "
+            f"classes per row but n_classes={n_classes} was requested.")
+    return Dataset(train_x=tx, train_y=ty, val_x=vx, val_y=vy,
+                   n_features=int(tx.shape[1]), n_classes=int(t_width))
+
+
+# ---------------------------------------------------------------------------
+# Input validation
+# ---------------------------------------------------------------------------
+
+def check_inputs(x, y, n_features: int, n_classes: int, name: str = "features",
+                 labels_name: str = "labels"):
+    """Validate a batch for the model and return ``(x, y)`` as C-contiguous
+    float64 / int64 arrays.
+
+    ``x`` must be a 2-D real array (s, n_features), s >= 1, with finite values;
+    ``y`` a 1-D integer array of length s with values in [0, n_classes).
+    ``y`` may be None (prediction only); then ``(x, None)`` is returned.
+    Errors are ValueError with one sentence naming the input (``name`` for x,
+    ``labels_name`` for y)."""
+    try:
+        xa = np.asarray(x)
+    except Exception as exc:  # ragged nested lists and the like
+        raise ValueError(f"{name} must be a 2-D real array of shape (s, {n_features}), "
+                         f"got an object that is not an array ({exc}).") from None
+    if xa.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be a 2-D real array of shape (s, {n_features}), "
+                         f"got dtype {xa.dtype}.")
+    if xa.ndim != 2 or xa.shape[1] != n_features:
+        raise ValueError(f"{name} must be a 2-D array of shape (s, {n_features}), "
+                         f"got shape {xa.shape}.")
+    if xa.shape[0] == 0:
+        raise ValueError(f"{name} must contain at least one example, got shape {xa.shape}.")
+    xa = np.ascontiguousarray(xa, dtype=np.float64)
+    finite = np.isfinite(xa)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
+        raise ValueError(f"{name} must contain only finite values, got {xa[i, j]} "
+                         f"at row {i}, column {j}.")
+    if y is None:
+        return xa, None
+
+    try:
+        ya = np.asarray(y)
+    except Exception as exc:
+        raise ValueError(f"{labels_name} must be a 1-D integer array of length {xa.shape[0]}, "
+                         f"got an object that is not an array ({exc}).") from None
+    if ya.dtype.kind not in "iu":
+        raise ValueError(f"{labels_name} must be a 1-D integer array of class indices, "
+                         f"got dtype {ya.dtype}.")
+    if ya.ndim != 1:
+        raise ValueError(f"{labels_name} must be a 1-D integer array of length {xa.shape[0]}, "
+                         f"got shape {ya.shape}.")
+    if ya.shape[0] != xa.shape[0]:
+        raise ValueError(f"{labels_name} must have one entry per row of {name} "
+                         f"({xa.shape[0]}), got {ya.shape[0]}.")
+    bad = np.flatnonzero((ya < 0) | (ya >= n_classes))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"{labels_name} must lie in [0, {n_classes}), got {int(ya[k])} "
+                         f"at position {k}.")
+    return xa, np.ascontiguousarray(ya, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# From the [data] config section
+# ---------------------------------------------------------------------------
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def load_dataset(data_cfg, base_dir=".") -> Dataset:
+    """Build the :class:`Dataset` described by a ``[data]`` config section
+    (mapping or attribute object).
+
+    * ``name = "peaks"``: :func:`generate_peaks` with ``train_size``,
+      ``val_size`` and ``seed``.
+    * ``name = "files"``: read the four files (relative paths are resolved
+      against ``base_dir``, the config file's folder), shuffle both splits with
+      ``seed`` (the reference files are sorted by class), then keep the first
+      ``train_size`` / ``val_size`` examples. Asking for more examples than a
+      file holds is an error.
+    """
+    name = _get(data_cfg, "name", "peaks")
+    seed = int(_get(data_cfg, "seed", 0))
+    train_size = int(_get(data_cfg, "train_size", 5000))
+    val_size = int(_get(data_cfg, "val_size", 200))
+    if name == "peaks":
+        for key, val in (("train_size", train_size), ("val_size", val_size)):
+            if val < PEAKS_N_CLASSES or val % PEAKS_N_CLASSES:
+                raise ValueError(f"data.{key} must be a positive multiple of "
+                                 f"{PEAKS_N_CLASSES} for the peaks data set, got {val}.")
+        return generate_peaks(train_size, val_size, seed)
+    if name == "files":
+        base = Path(base_dir)
+        paths = {}
+        for key in ("train_features", "train_labels", "val_features", "val_labels"):
+            raw = _get(data_cfg, key, "") or ""
+            if not str(raw).strip():
+                raise ValueError(f"data.{key} is required when data.name = \"files\".")
+            p = Path(os.path.expanduser(str(raw)))
+            paths[key] = p if p.is_absolute() else base / p
+        ds = load_files(paths["train_features"], paths["train_labels"],
+                        paths["val_features"], paths["val_labels"]).shuffled(seed)
+        if train_size > ds.n_train:
+            raise ValueError(f"data.train_size is {train_size} but training file "
+                             f"'{paths['train_features']}' holds only {ds.n_train} examples.")
+        if val_size > ds.n_val:
+            raise ValueError(f"data.val_size is {val_size} but validation file "
+                             f"'{paths['val_features']}' holds only {ds.n_val} examples.")
+        return ds.truncated(train_size, val_size)
+    raise ValueError(f"data.name must be one of \"peaks\", \"files\", got {name!r}.")

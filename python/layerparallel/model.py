@@ -1,0 +1,248 @@
+"""The dense residual network as a Python object over the compiled core.
+
+Parameters live in one flat float64 vector ``theta`` (what the optimisers
+work on); :attr:`ResNet.parameters` gives named, writeable views into it with
+the shapes of the ``.npz`` format::
+
+    opening_weight (w, n_f), opening_bias ()      # opening = "dense" only
+    weights (N, w, w), biases (N,)
+    classifier_weight (n_c, w), classifier_bias (n_c,)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _core
+from .io import atomic_path
+
+__all__ = ["ResNet", "Evaluation", "Regularization", "PARAM_KEYS"]
+
+#: The keys of a dense network's parameter file, in flat order.
+PARAM_KEYS = ("opening_weight", "opening_bias", "weights", "biases", "classifier_weight", "classifier_bias")
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """Weights of the Tikhonov, classifier and smoothness (ddt) terms."""
+
+    tikhonov: float = 0.0
+    classifier: float = 0.0
+    ddt: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the objective on a batch."""
+
+    objective: float
+    loss: float
+    regularization: float
+    accuracy: float
+    correct: int
+    examples: int
+    gradient: np.ndarray | None
+
+
+class ResNet:
+    """Dense ResNet ``u_{n+1} = u_n + (T/N) sigma(K_n u_n + b_n)`` with a softmax classifier.
+
+    Initialisation (seeded): every block is uniform in [0, 1) times its scale,
+    the paper's scheme: ``init_opening`` for the opening layer,
+    ``init_hidden`` for the residual layers and ``init_classifier`` for the
+    classifier.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        width: int = 8,
+        layers: int = 32,
+        T: float = 5.0,
+        activation: str = "smooth_relu",
+        opening: str = "dense",
+        *,
+        regularization: Regularization | None = None,
+        seed: int = 0,
+        init_opening: float = 1e-3,
+        init_hidden: float = 1e-3,
+        init_classifier: float = 1e-3,
+        theta: np.ndarray | None = None,
+    ) -> None:
+        for name, value in (("n_features", n_features), ("n_classes", n_classes), ("width", width), ("layers", layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        self._net = _core.DenseResNet(int(n_features), int(n_classes), int(width), int(layers), float(T),
+                                      str(activation), str(opening))
+        self.regularization = regularization or Regularization()
+        self._layout = [(name, int(off), tuple(int(d) for d in shape)) for name, off, shape in self._net.layout()]
+        if theta is not None:
+            theta = np.asarray(theta, dtype=np.float64)
+            if theta.shape != (self._net.param_size,):
+                raise ValueError(f"theta must have shape ({self._net.param_size},), got {theta.shape}")
+            self.theta = theta.copy()
+        else:
+            self.theta = np.zeros(self._net.param_size)
+            self.initialize(seed, init_opening, init_hidden, init_classifier)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def core(self) -> Any:
+        """The compiled network object (for the engine and the bindings)."""
+        return self._net
+
+    n_features = property(lambda self: self._net.n_features)
+    n_classes = property(lambda self: self._net.n_classes)
+    width = property(lambda self: self._net.width)
+    layers = property(lambda self: self._net.layers)
+    T = property(lambda self: self._net.T)
+    activation = property(lambda self: self._net.activation)
+    opening = property(lambda self: self._net.opening)
+
+    @property
+    def h(self) -> float:
+        return self.T / self.layers
+
+    @property
+    def size(self) -> int:
+        return int(self._net.param_size)
+
+    @property
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Named views into :attr:`theta` (writing to them changes the model)."""
+        out = {}
+        for name, off, shape in self._layout:
+            n = int(np.prod(shape)) if shape else 1
+            out[name] = self.theta[off:off + n].reshape(shape)
+        return out
+
+    def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float) -> None:
+        """Seeded uniform [0, 1) initialisation scaled per block."""
+        rng = np.random.default_rng(seed)
+        scale = {"opening_weight": init_opening, "opening_bias": init_opening,
+                 "weights": init_hidden, "biases": init_hidden,
+                 "classifier_weight": init_classifier, "classifier_bias": init_classifier}
+        for name, view in self.parameters.items():
+            view[...] = scale[name] * rng.random(view.shape)
+
+    def spec(self) -> dict[str, Any]:
+        return {"n_features": self.n_features, "n_classes": self.n_classes, "width": self.width,
+                "layers": self.layers, "T": self.T, "activation": self.activation, "opening": self.opening}
+
+    def copy(self) -> "ResNet":
+        return ResNet(**self.spec(), regularization=self.regularization, theta=self.theta)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, features: np.ndarray, labels: np.ndarray, *, theta: np.ndarray | None = None,
+                 gradient: bool = True, regularized: bool = True) -> Evaluation:
+        """Objective, mean loss, accuracy and the gradient (serial sweeps)."""
+        r = self.regularization if regularized else Regularization()
+        d = self._net.evaluate(self.theta if theta is None else theta, features, labels,
+                               r.tikhonov, r.classifier, r.ddt, gradient)
+        return Evaluation(objective=d["objective"], loss=d["loss"], regularization=d["regularization"],
+                          accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
+                          gradient=d["gradient"])
+
+    def objective_and_gradient(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        ev = self.evaluate(features, labels, theta=theta, gradient=True)
+        assert ev.gradient is not None
+        return ev.objective, ev.gradient
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return self._net.logits(self.theta, features)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Class index per example (argmax of the logits)."""
+        return np.argmax(self.logits(features), axis=1)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        z = self.logits(features)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def states(self, features: np.ndarray) -> np.ndarray:
+        """All states u_0..u_N, shape (N+1, s, width)."""
+        return self._net.forward_states(self.theta, features)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str], config: Mapping[str, Any] | str | None = None) -> None:
+        """Write the parameters as ``.npz`` (atomically) with the run's config as JSON."""
+        if config is None:
+            config = {"model": self.spec()}
+        text = config if isinstance(config, str) else json.dumps(config, sort_keys=True)
+        arrays = {name: np.array(view) for name, view in self.parameters.items()}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, config=np.array(text), **arrays)
+
+    def load_parameters(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Read a parameter file into this model; returns the stored config (dict)."""
+        arrays, config = read_params(path)
+        expected = {name: shape for name, _, shape in self._layout}
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        if missing or extra:
+            raise ValueError(f"parameter file {path} does not match the model: "
+                             f"missing keys {missing}, unexpected keys {extra}")
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"parameter file {path}: {name} has shape {arrays[name].shape}, "
+                                 f"the configuration needs {shape}")
+            if not np.all(np.isfinite(arrays[name])):
+                raise ValueError(f"parameter file {path}: {name} holds non-finite values")
+        for name, view in self.parameters.items():
+            view[...] = arrays[name]
+        return config
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ResNet":
+        """Build a model from a parameter file (shape from the stored config and arrays)."""
+        arrays, config = read_params(path)
+        model_cfg = dict(config.get("model", {}))
+        try:
+            N, w, _ = arrays["weights"].shape
+            nc = arrays["classifier_weight"].shape[0]
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"parameter file {path} lacks a valid 'weights' or 'classifier_weight' array") from exc
+        opening = "dense" if "opening_weight" in arrays else "expand"
+        nf = arrays["opening_weight"].shape[1] if opening == "dense" else int(model_cfg.get("n_features", 0))
+        if opening == "expand" and nf < 1:
+            raise ValueError(f"parameter file {path} has no opening layer and its config does not give n_features")
+        spec = {"n_features": int(nf), "n_classes": int(nc), "width": int(w), "layers": int(N),
+                "T": float(model_cfg.get("T", 5.0)), "activation": model_cfg.get("activation", "smooth_relu"),
+                "opening": opening}
+        spec.update(overrides)
+        model = cls(**spec)
+        model.load_parameters(path)
+        return model
+
+
+def read_params(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a ``.npz`` parameter file: (arrays, config dict). ValueError naming the file on failure."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+    except FileNotFoundError:
+        raise ValueError(f"parameter file {p} does not exist") from None
+    except Exception as exc:  # zipfile/ValueError/OSError: not a readable npz
+        raise ValueError(f"parameter file {p} is not a readable .npz file ({exc})") from None
+    config: dict[str, Any] = {}
+    if "config" in arrays:
+        try:
+            config = json.loads(str(arrays.pop("config")))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"parameter file {p}: 'config' is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"parameter file {p}: 'config' must be a JSON object")
+    for k, a in arrays.items():
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"parameter file {p}: {k} is not numeric (dtype {a.dtype})")
+        arrays[k] = a.astype(np.float64)
+    return arrays, config
