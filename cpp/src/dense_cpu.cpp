@@ -89,21 +89,63 @@ double* scratch(std::size_t n, int slot) {
 
 }  // namespace
 
+// ------------------------------------------------------------------ narrow blocks (serial)
+void dense_step_block(Activation act, int w, const double* Kt, double b, double dt, const double* in,
+                      double* out, int s) {
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+    with_width(w, [&](auto WC) {
+      constexpr int W = decltype(WC)::value;
+      for (int i = 0; i < s; ++i)
+        dense_step_example<Act, W>(w, Kt, b, dt, in + static_cast<std::size_t>(i) * w,
+                                   out + static_cast<std::size_t>(i) * w);
+    });
+  });
+}
+
+void dense_adjoint_block(Activation act, int w, const double* K, const double* Kt, double b, double dt,
+                         const double* u, const double* lam_next, double* lam, int s, double* gK, double* gb,
+                         double gscale) {
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+    with_width(w, [&](auto WC) {
+      constexpr int W = decltype(WC)::value;
+      double d[kFusedMaxWidth];
+      double scratch_lam[kFusedMaxWidth];
+      if (gK) {
+        // A local accumulator the compiler can keep in registers for narrow widths.
+        double acc[kFusedMaxWidth * kFusedMaxWidth] = {};
+        double gbl = 0.0;
+        for (int i = 0; i < s; ++i) {
+          const double* ui = u + static_cast<std::size_t>(i) * w;
+          dense_adjoint_example<Act, W>(w, K, Kt, b, dt, ui, lam_next + static_cast<std::size_t>(i) * w, d,
+                                        lam ? lam + static_cast<std::size_t>(i) * w : scratch_lam);
+          dense_gradient_example<W>(w, gscale, d, ui, acc, gbl);
+        }
+        for (int k = 0; k < w * w; ++k) gK[k] += acc[k];
+        *gb += gbl;
+      } else {
+        for (int i = 0; i < s; ++i)
+          dense_adjoint_example<Act, W>(w, K, Kt, b, dt, u + static_cast<std::size_t>(i) * w,
+                                        lam_next + static_cast<std::size_t>(i) * w, d,
+                                        lam + static_cast<std::size_t>(i) * w);
+      }
+    });
+  });
+}
+
 // ------------------------------------------------------------------ forward step
 void dense_step(Activation act, int w, const double* K, double b, double dt, const double* in,
                 double* out, int s, double* deriv) {
   if (w <= kFusedMaxWidth && deriv == nullptr) {
-    with_activation(act, [&](auto A) {
-      using Act = decltype(A);
-      with_width(w, [&](auto WC) {
-        constexpr int W = decltype(WC)::value;
+    double Kt[kFusedMaxWidth * kFusedMaxWidth];
+    transpose_square(w, K, Kt);
+    const int chunks = n_chunks(s);
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < s; ++i) {
-          dense_step_example<Act, W>(w, K, b, dt, in + static_cast<std::size_t>(i) * w,
-                                     out + static_cast<std::size_t>(i) * w);
-        }
-      });
-    });
+    for (int c = 0; c < chunks; ++c) {
+      const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
+      dense_step_block(act, w, Kt, b, dt, in + off, out + off, std::min(s - c * kReduceChunk, kReduceChunk));
+    }
     return;
   }
   const std::size_t n = static_cast<std::size_t>(s) * w;
@@ -128,26 +170,15 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
     const int chunks = n_chunks(s);
     const int len = w * w + 1;
     std::vector<double> partial(gK ? static_cast<std::size_t>(chunks) * len : 0, 0.0);
-    with_activation(act, [&](auto A) {
-      using Act = decltype(A);
-      with_width(w, [&](auto WC) {
-        constexpr int W = decltype(WC)::value;
+    double Kt[kFusedMaxWidth * kFusedMaxWidth];
+    transpose_square(w, K, Kt);
 #pragma omp parallel for schedule(static)
-        for (int c = 0; c < chunks; ++c) {
-          double d[64 > kFusedMaxWidth ? 64 : kFusedMaxWidth];
-          double* pg = gK ? partial.data() + static_cast<std::size_t>(c) * len : nullptr;
-          double gbl = 0.0;
-          const int i1 = std::min(s, (c + 1) * kReduceChunk);
-          for (int i = c * kReduceChunk; i < i1; ++i) {
-            const double* ui = u + static_cast<std::size_t>(i) * w;
-            dense_adjoint_example<Act, W>(w, K, b, dt, ui, lam_next + static_cast<std::size_t>(i) * w, d,
-                                          lam + static_cast<std::size_t>(i) * w);
-            if (pg) dense_gradient_example<W>(w, gscale, d, ui, pg, gbl);
-          }
-          if (pg) pg[w * w] = gbl;
-        }
-      });
-    });
+    for (int c = 0; c < chunks; ++c) {
+      const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
+      double* pg = gK ? partial.data() + static_cast<std::size_t>(c) * len : nullptr;
+      dense_adjoint_block(act, w, K, Kt, b, dt, u + off, lam_next + off, lam ? lam + off : nullptr,
+                          std::min(s - c * kReduceChunk, kReduceChunk), pg, pg ? pg + w * w : nullptr, gscale);
+    }
     if (gK) {
       std::vector<double> sum(len, 0.0);
       reduce_chunks(partial, chunks, len, sum.data());
@@ -170,8 +201,10 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
 #pragma omp parallel for schedule(static)
     for (std::size_t k = 0; k < n; ++k) D[k] = deriv[k] * lam_next[k];
   }
-  if (lam != lam_next) std::memcpy(lam, lam_next, n * sizeof(double));
-  gemm(false, false, s, w, w, dt, D, w, K, w, 1.0, lam, w);
+  if (lam) {
+    if (lam != lam_next) std::memcpy(lam, lam_next, n * sizeof(double));
+    gemm(false, false, s, w, w, dt, D, w, K, w, 1.0, lam, w);
+  }
   if (gK) {
     gemm(true, false, w, w, s, gscale, D, w, u, w, 1.0, gK, w);
     const int chunks = n_chunks(s);
@@ -193,44 +226,8 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
 void dense_layer_gradient(Activation act, int w, const double* K, double b, const double* u,
                           const double* lam_next, int s, double* gK, double* gb, double gscale,
                           const double* deriv) {
-  if (w <= kFusedMaxWidth && deriv == nullptr) {
-    const int chunks = n_chunks(s);
-    const int len = w * w + 1;
-    std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
-    with_activation(act, [&](auto A) {
-      using Act = decltype(A);
-      with_width(w, [&](auto WC) {
-        constexpr int W = decltype(WC)::value;
-#pragma omp parallel for schedule(static)
-        for (int c = 0; c < chunks; ++c) {
-          double d[kFusedMaxWidth];
-          double* pg = partial.data() + static_cast<std::size_t>(c) * len;
-          double gbl = 0.0;
-          const int i1 = std::min(s, (c + 1) * kReduceChunk);
-          for (int i = c * kReduceChunk; i < i1; ++i) {
-            const double* ui = u + static_cast<std::size_t>(i) * w;
-            const double* li = lam_next + static_cast<std::size_t>(i) * w;
-            for (int r = 0; r < w; ++r) {
-              double z = b;
-              for (int cc = 0; cc < w; ++cc) z += K[r * w + cc] * ui[cc];
-              d[r] = Act::df(z) * li[r];
-            }
-            dense_gradient_example<W>(w, gscale, d, ui, pg, gbl);
-          }
-          pg[w * w] = gbl;
-        }
-      });
-    });
-    std::vector<double> sum(len, 0.0);
-    reduce_chunks(partial, chunks, len, sum.data());
-    for (int k = 0; k < w * w; ++k) gK[k] += sum[k];
-    *gb += sum[w * w];
-    return;
-  }
-  // Wide: reuse the adjoint path with a throwaway lam.
-  const std::size_t n = static_cast<std::size_t>(s) * w;
-  std::vector<double> tmp(n);
-  dense_adjoint_step(act, w, K, b, 0.0, u, lam_next, tmp.data(), s, deriv, gK, gb, gscale);
+  // The adjoint kernel without the adjoint update (lam = nullptr).
+  dense_adjoint_step(act, w, K, b, 0.0, u, lam_next, nullptr, s, deriv, gK, gb, gscale);
 }
 
 // ------------------------------------------------------------------ openings

@@ -7,9 +7,25 @@
 #include <vector>
 
 #include "layerparallel/dense.h"
+#include "layerparallel/dense_impl.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
+
+namespace {
+// Per-thread scratch reused across evaluations: a fresh 10-100 MB allocation per
+// gradient would cost more in page faults than the sweeps themselves.
+enum Slot { kStates = 0, kDerivs, kLam, kLam2, kLamN, kSlots };
+double* workspace(Slot slot, std::size_t n) {
+  thread_local std::vector<double> buf[kSlots];
+  if (buf[slot].size() < n) {
+    buf[slot].clear();
+    buf[slot].shrink_to_fit();
+    buf[slot].resize(n);
+  }
+  return buf[slot].data();
+}
+}  // namespace
 
 Activation parse_activation(const std::string& name) {
   if (name == "tanh") return Activation::Tanh;
@@ -184,22 +200,75 @@ void DenseResNet::forward_sweep(const double* theta, const double* X, int s, dou
                                 double* derivs) const {
   const std::size_t sz = state_size(s);
   const double h = spec_.h();
-  opening(theta, X, s, states);
-  for (int n = 0; n < spec_.layers; ++n)
-    step(theta, n, h, states + n * sz, states + (n + 1) * sz, s, derivs ? derivs + n * sz : nullptr);
+  const int w = spec_.width, N = spec_.layers;
+  if (w > kFusedMaxWidth || derivs != nullptr) {
+    // Wide: one BLAS GEMM per layer over the whole batch.
+    opening(theta, X, s, states);
+    for (int n = 0; n < N; ++n)
+      step(theta, n, h, states + n * sz, states + (n + 1) * sz, s, derivs ? derivs + n * sz : nullptr);
+    return;
+  }
+  // Narrow: each thread carries its chunks of examples through every layer, so a
+  // sweep has one parallel region and no barrier per layer.
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  std::vector<double> Kt(N * ww);
+  for (int n = 0; n < N; ++n) transpose_square(w, theta + layout_.weights + n * ww, Kt.data() + n * ww);
+  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < chunks; ++c) {
+    const int rows = std::min(s - c * kReduceChunk, kReduceChunk);
+    const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
+    opening(theta, X + static_cast<std::size_t>(c) * kReduceChunk * spec_.n_features, rows, states + off);
+    for (int n = 0; n < N; ++n)
+      dense_step_block(spec_.activation, w, Kt.data() + n * ww, theta[layout_.biases + n], h,
+                       states + n * sz + off, states + (n + 1) * sz + off, rows);
+  }
 }
 
 void DenseResNet::backward_sweep(const double* theta, const double* X, const double* states,
                                  const double* lamN, int s, double* grad, const double* derivs) const {
   const std::size_t sz = state_size(s);
   const double h = spec_.h();
-  std::vector<double> a(lamN, lamN + sz), b(sz);
-  for (int n = spec_.layers - 1; n >= 0; --n) {
-    adjoint_step(theta, n, h, states + n * sz, a.data(), b.data(), s, grad, h,
-                 derivs ? derivs + n * sz : nullptr);
-    a.swap(b);
+  const int w = spec_.width, N = spec_.layers;
+  if (w > kFusedMaxWidth || derivs != nullptr) {
+    double* a = workspace(kLam, sz);
+    double* b = workspace(kLam2, sz);
+    std::copy(lamN, lamN + sz, a);
+    for (int n = N - 1; n >= 0; --n) {
+      adjoint_step(theta, n, h, states + n * sz, a, b, s, grad, h, derivs ? derivs + n * sz : nullptr);
+      std::swap(a, b);
+    }
+    opening_gradient(theta, X, a, s, grad);
+    return;
   }
-  opening_gradient(theta, X, a.data(), s, grad);
+  // Narrow: one parallel region; each chunk accumulates its own full gradient and
+  // the chunks are summed in order (the same result for any thread count).
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  std::vector<double> Kt(N * ww);
+  for (int n = 0; n < N; ++n) transpose_square(w, theta + layout_.weights + n * ww, Kt.data() + n * ww);
+  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+  const std::size_t P = layout_.classifier_weight;  // opening and layer blocks come first
+  std::vector<double> partial(static_cast<std::size_t>(chunks) * P, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < chunks; ++c) {
+    const int rows = std::min(s - c * kReduceChunk, kReduceChunk);
+    const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
+    double* pg = partial.data() + static_cast<std::size_t>(c) * P;
+    std::vector<double> a(lamN + off, lamN + off + static_cast<std::size_t>(rows) * w), b(a.size());
+    for (int n = N - 1; n >= 0; --n) {
+      const double* K = theta + layout_.weights + n * ww;
+      dense_adjoint_block(spec_.activation, w, K, Kt.data() + n * ww, theta[layout_.biases + n], h,
+                          states + n * sz + off, a.data(), b.data(), rows, pg + layout_.weights + n * ww,
+                          pg + layout_.biases + n, h);
+      a.swap(b);
+    }
+    opening_gradient(theta, X + static_cast<std::size_t>(c) * kReduceChunk * spec_.n_features, a.data(), rows,
+                     pg);
+  }
+  for (int c = 0; c < chunks; ++c) {
+    const double* pg = partial.data() + static_cast<std::size_t>(c) * P;
+    for (std::size_t k = 0; k < P; ++k) grad[k] += pg[k];
+  }
 }
 
 Evaluation DenseResNet::evaluate(const double* theta, const double* X, const std::int64_t* labels, int s,
@@ -207,21 +276,20 @@ Evaluation DenseResNet::evaluate(const double* theta, const double* X, const std
   LP_REQUIRE(s >= 1, "the batch must hold at least one example, got " << s);
   const std::size_t sz = state_size(s);
   const int N = spec_.layers;
-  std::vector<double> states((N + 1) * sz);
   // Wide layers keep act'(.) from the forward sweep: one GEMM fewer per adjoint step.
   const bool keep_derivs = grad != nullptr && spec_.width > kFusedMaxWidth;
-  std::vector<double> derivs(keep_derivs ? N * sz : 0);
-  forward_sweep(theta, X, s, states.data(), keep_derivs ? derivs.data() : nullptr);
+  double* states = workspace(kStates, (N + 1) * sz);
+  double* derivs = keep_derivs ? workspace(kDerivs, N * sz) : nullptr;
+  forward_sweep(theta, X, s, states, derivs);
 
   Evaluation ev;
   ev.examples = s;
   const double scale = 1.0 / s;
-  std::vector<double> lamN(grad ? sz : 0);
+  double* lamN = grad ? workspace(kLamN, sz) : nullptr;
   if (grad) std::fill(grad, grad + layout_.size, 0.0);
-  const double total = classifier(theta, states.data() + N * sz, labels, s, scale, &ev.correct,
-                                  grad ? lamN.data() : nullptr, grad);
+  const double total = classifier(theta, states + N * sz, labels, s, scale, &ev.correct, lamN, grad);
   ev.loss = total / s;
-  if (grad) backward_sweep(theta, X, states.data(), lamN.data(), s, grad, keep_derivs ? derivs.data() : nullptr);
+  if (grad) backward_sweep(theta, X, states, lamN, s, grad, derivs);
   ev.regularization = regularization(theta, reg, grad);
   ev.objective = ev.loss + ev.regularization;
   return ev;
@@ -229,15 +297,16 @@ Evaluation DenseResNet::evaluate(const double* theta, const double* X, const std
 
 void DenseResNet::logits(const double* theta, const double* X, int s, double* Z) const {
   const std::size_t sz = state_size(s);
-  std::vector<double> a(sz), b(sz);
-  opening(theta, X, s, a.data());
+  double* a = workspace(kLam, sz);
+  double* b = workspace(kLam2, sz);
+  opening(theta, X, s, a);
   const double h = spec_.h();
   for (int n = 0; n < spec_.layers; ++n) {
-    step(theta, n, h, a.data(), b.data(), s);
-    a.swap(b);
+    step(theta, n, h, a, b, s);
+    std::swap(a, b);
   }
   classifier_logits(spec_.width, spec_.n_classes, theta + layout_.classifier_weight,
-                    theta + layout_.classifier_bias, a.data(), s, Z);
+                    theta + layout_.classifier_bias, a, s, Z);
 }
 
 }  // namespace layerparallel

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 
+import layerparallel.optim as optim_module
 from layerparallel.optim import (LBFGS, Adam, GradientDescent, StepResult,
                                  make_optimizer, minibatches)
 
@@ -199,6 +200,40 @@ def test_lbfgs_uses_dot_for_every_inner_product():
     opt = LBFGS(memory=5, dot=dot)
     x, f, g, it, _ = run(opt, rosen, np.array([-1.2, 1.0]))
     assert calls["n"] > 5 * it
+
+
+class _NumpyWithoutReductions:
+    """Stands in for ``np`` inside the optim module: every numpy reduction
+    that could compute an inner product or a norm behind ``dot``'s back
+    raises."""
+    FORBIDDEN = {"dot", "vdot", "inner", "linalg", "sum", "einsum", "matmul",
+                 "tensordot", "max", "amax", "abs", "sqrt", "square", "mean"}
+
+    def __getattr__(self, name):
+        if name in self.FORBIDDEN:
+            raise AssertionError(f"optim used np.{name} instead of dot")
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("make", [
+    lambda dot: LBFGS(memory=5, dot=dot),
+    lambda dot: GradientDescent(learning_rate=1.0, dot=dot),
+])
+def test_no_inner_product_bypasses_dot(monkeypatch, make):
+    calls = {"n": 0}
+
+    def dot(a, b):
+        calls["n"] += 1
+        return float(np.dot(a, b))
+    monkeypatch.setattr(optim_module, "np", _NumpyWithoutReductions())
+    opt = make(dot)
+    x = np.array([-1.2, 1.0, 0.5])
+    f, g = rosen(x)
+    for _ in range(30):
+        r = opt.step(rosen, x, f, g)
+        x, f, g = r.x, r.f, r.g
+    assert f < rosen(np.array([-1.2, 1.0, 0.5]))[0]
+    assert calls["n"] >= 30
 
 
 def test_lbfgs_distributed_dot_reproduces_serial_run():

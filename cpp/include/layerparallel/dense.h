@@ -21,7 +21,8 @@ constexpr int kReduceChunk = 256;
 void dense_step(Activation act, int w, const double* K, double b, double dt, const double* in,
                 double* out, int s, double* deriv = nullptr);
 
-/// lam = lam_next + dt * (act'(u K^T + b) * lam_next) K, linearised about u.
+/// lam = lam_next + dt * (act'(u K^T + b) * lam_next) K, linearised about u
+/// (lam may be nullptr to compute only the gradient; it must not alias lam_next).
 /// deriv (optional) is act'(u K^T + b) from dense_step. If gK != nullptr the
 /// parameter gradient is accumulated: gK += gscale * D^T u, gb += gscale * sum(D) with
 /// D = act'(.) * lam_next (gscale is normally dt).
@@ -42,6 +43,16 @@ void dense_opening_gradient(Activation act, int w, int nf, const double* Ko, dou
                             const double* X, const double* lam0, int s, double* gKo, double* gbo);
 /// Zero-padding opening: U0[:, :nf] = X, the rest 0.
 void expand_opening(int w, int nf, const double* X, double* U0, int s);
+
+/// Serial kernels for narrow widths (<= kFusedMaxWidth) on a block of s rows, for
+/// callers that parallelise over examples themselves (one parallel region for a
+/// whole sweep instead of one per layer). Kt = K^T, transposed once per layer.
+/// dense_adjoint_block adds the block's gradient into gK, gb when gK != nullptr.
+void dense_step_block(Activation act, int w, const double* Kt, double b, double dt, const double* in,
+                      double* out, int s);
+void dense_adjoint_block(Activation act, int w, const double* K, const double* Kt, double b, double dt,
+                         const double* u, const double* lam_next, double* lam, int s, double* gK, double* gb,
+                         double gscale);
 
 /// Softmax cross-entropy of the classifier z = U Wc^T + mu over a batch.
 /// Returns the summed loss; `correct` counts argmax hits. With `scale` the

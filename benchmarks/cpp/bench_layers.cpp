@@ -1,0 +1,109 @@
+// Google Benchmark of the dense layer kernels: forward step, adjoint step and
+// parameter gradient, narrow (fused loops) and wide (BLAS) widths, 1 and 2
+// threads, plus a whole serial gradient evaluation. Reports GFLOP/s.
+//
+//   cmake -S . -B build/bench -DLP_BENCHMARKS=ON -DLP_PYTHON=OFF && cmake --build build/bench -j2
+//   build/bench/lp_bench_layers
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "layerparallel/dense.h"
+#include "layerparallel/network.h"
+#include "layerparallel/threading.h"
+
+using namespace layerparallel;
+
+namespace {
+
+std::vector<double> random_vector(std::size_t n, double scale, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> dist(-scale, scale);
+  std::vector<double> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+// Arguments: width, examples, threads.
+void BM_ForwardStep(benchmark::State& st) {
+  const int w = static_cast<int>(st.range(0)), s = static_cast<int>(st.range(1));
+  set_num_threads(static_cast<int>(st.range(2)));
+  auto K = random_vector(static_cast<std::size_t>(w) * w, 0.3, 1);
+  auto u = random_vector(static_cast<std::size_t>(s) * w, 1.0, 2);
+  std::vector<double> out(u.size());
+  for (auto _ : st) {
+    dense_step(Activation::SmoothRelu, w, K.data(), 0.1, 0.15, u.data(), out.data(), s);
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * w * w * s, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
+void BM_AdjointStepWithGradient(benchmark::State& st) {
+  const int w = static_cast<int>(st.range(0)), s = static_cast<int>(st.range(1));
+  set_num_threads(static_cast<int>(st.range(2)));
+  auto K = random_vector(static_cast<std::size_t>(w) * w, 0.3, 1);
+  auto u = random_vector(static_cast<std::size_t>(s) * w, 1.0, 2);
+  auto lam = random_vector(static_cast<std::size_t>(s) * w, 1.0, 3);
+  std::vector<double> out(u.size()), gK(static_cast<std::size_t>(w) * w);
+  double gb = 0.0;
+  for (auto _ : st) {
+    dense_adjoint_step(Activation::SmoothRelu, w, K.data(), 0.1, 0.15, u.data(), lam.data(), out.data(), s,
+                       nullptr, gK.data(), &gb, 0.15);
+    benchmark::DoNotOptimize(out.data());
+  }
+  // pre-activation, K^T d and the gradient: three w*w products per example.
+  st.counters["GFLOP/s"] = benchmark::Counter(6.0 * w * w * s, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
+void BM_LayerGradient(benchmark::State& st) {
+  const int w = static_cast<int>(st.range(0)), s = static_cast<int>(st.range(1));
+  set_num_threads(static_cast<int>(st.range(2)));
+  auto K = random_vector(static_cast<std::size_t>(w) * w, 0.3, 1);
+  auto u = random_vector(static_cast<std::size_t>(s) * w, 1.0, 2);
+  auto lam = random_vector(static_cast<std::size_t>(s) * w, 1.0, 3);
+  std::vector<double> gK(static_cast<std::size_t>(w) * w);
+  double gb = 0.0;
+  for (auto _ : st) {
+    dense_layer_gradient(Activation::SmoothRelu, w, K.data(), 0.1, u.data(), lam.data(), s, gK.data(), &gb, 0.15);
+    benchmark::DoNotOptimize(gK.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(4.0 * w * w * s, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
+// A whole objective + gradient of a network: arguments width, layers, examples, threads.
+void BM_NetworkGradient(benchmark::State& st) {
+  NetworkSpec spec;
+  spec.width = static_cast<int>(st.range(0));
+  spec.layers = static_cast<int>(st.range(1));
+  spec.n_features = 2;
+  spec.n_classes = 5;
+  spec.activation = spec.width > 32 ? Activation::Tanh : Activation::SmoothRelu;
+  const int s = static_cast<int>(st.range(2));
+  set_num_threads(static_cast<int>(st.range(3)));
+  DenseResNet net(spec);
+  auto theta = random_vector(net.layout().size, 0.2, 4);
+  auto X = random_vector(static_cast<std::size_t>(s) * 2, 3.0, 5);
+  std::vector<std::int64_t> y(s);
+  for (int i = 0; i < s; ++i) y[i] = i % 5;
+  std::vector<double> grad(theta.size());
+  Regularization reg{1e-7, 1e-7, 1e-7};
+  for (auto _ : st) {
+    auto ev = net.evaluate(theta.data(), X.data(), y.data(), s, reg, grad.data());
+    benchmark::DoNotOptimize(ev.objective);
+  }
+  const double w = spec.width;
+  st.counters["GFLOP/s"] = benchmark::Counter(8.0 * w * w * s * spec.layers,
+                                              benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
+}  // namespace
+
+BENCHMARK(BM_ForwardStep)->ArgsProduct({{8, 256}, {4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AdjointStepWithGradient)->ArgsProduct({{8, 256}, {4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_LayerGradient)->ArgsProduct({{8, 256}, {4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_NetworkGradient)->Args({8, 32, 5000, 1})->Args({8, 32, 5000, 2})->Args({256, 64, 4096, 1})->Args({256, 64, 4096, 2})->UseRealTime()->Unit(benchmark::kMillisecond);

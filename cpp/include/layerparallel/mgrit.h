@@ -1,0 +1,226 @@
+// The MGRIT engine (ALGORITHM.md section 3): FAS V- and F-cycles with F / FCF
+// / F(CF)^k relaxation over a Hierarchy, driven only through the Propagator
+// interface, with residual history and per-level step counters. The same
+// engine solves the forward and (through an index-reversing propagator) the
+// adjoint problem.
+//
+// Work accounting (what "no wasted work" means here). An F-sweep of an
+// interval that is followed by a C-point also steps once more, from the last
+// F-point onto the C-point, and caches that value P_c = Phi(u_{cm-1}) (the
+// "prediction"); C-relaxation (u_cm = P_c + g_cm) and the C-point residual
+// (r_c = g_cm + P_c - u_cm) then cost no step. A full finest-level F-sweep with
+// predictions therefore costs exactly N steps. An F-sweep is skipped when the
+// level's F-points and predictions are already consistent with its C-points
+// (e.g. the F-interpolation that ends a cycle is the F-relaxation that starts
+// the next). The coarse right-hand side needs Phi^c(v_{j-1}) at every coarse
+// point; where j-1 is a coarse C-point that value is also the first step of the
+// coarse F-sweep, so it is kept and reused.
+//
+// Step counts per V-cycle (derivation in mgrit.cpp next to vcycle()):
+//   N_l intervals on level l, m_l its factor, k_l the number of CF pairs of its
+//   relaxation F(CF)^{k_l}, NC_l = N_{l+1}, I_l = number of non-empty
+//   F-intervals of level l (NC_l, plus 1 if m_l does not divide N_l), L the
+//   coarsest level:
+//     level 0        : (k_0 + 1) N                       (relaxation's first F reused)
+//     level 0<l<L    : N_l (FAS rhs) + (N_l - I_l) + k_l N_l (relaxation)
+//                      + (N_l - NC_l) (F-interpolation)
+//     level L (>0)   : N_L (FAS rhs) + N_L - 1 (serial solve, first step reused)
+//   plus N finest-level steps once at the start of every iterate()/solve() call
+//   (the initial F-sweep that also yields residual_history()[0]).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "layerparallel/comm.h"
+#include "layerparallel/hierarchy.h"
+#include "layerparallel/propagator.h"
+
+namespace layerparallel {
+
+/// Options of the MGRIT solver. Validated by Mgrit's constructor (and by
+/// validate()); a bad value throws std::invalid_argument naming the option.
+struct MgritOptions {
+  /// Maximum number of grid levels (1 = serial propagation).
+  int max_levels = 10;
+  /// Coarsening factor on levels >= 1 (>= 2).
+  int cfactor = 2;
+  /// Coarsening factor on the finest level; -1 = same as cfactor.
+  int cfactor_fine = -1;
+  /// Stop coarsening once a level has at most this many intervals (>= 1).
+  int min_coarse = 2;
+  /// Relaxation per level, each of the form F(CF)^k: "F", "FCF", "FCFCF", ...
+  /// (case-insensitive). Entry l applies to level l; levels past the end of
+  /// the list use the last entry. Empty = {"F", "FCF"}: F on the finest level,
+  /// FCF on all coarser ones. {"FCF"} means FCF everywhere.
+  std::vector<std::string> relax;
+  /// "V" or "F" (F-cycle: on every level, an F-cycle below then a V-cycle below).
+  std::string cycle = "V";
+  /// Absolute stop tolerance on the finest C-point residual norm (0 = none).
+  double tol = 0.0;
+  /// Relative stop tolerance, relative to the first recorded residual of the
+  /// call (residual_history()[0], or [1] when [0] was not computed); 0 = none.
+  double rtol = 0.0;
+  /// Maximum number of cycles per solve() call.
+  int max_iter = 100;
+  /// Nested iteration: when the iterate is the default guess, build the first
+  /// guess by solving the re-discretised problem on the coarsest level and
+  /// interpolating upwards with one V-cycle on every intermediate level.
+  bool fmg = false;
+  /// When the iterate is the default guess (and fmg is off), skip all
+  /// relaxation and residual work of the first down-cycle: coarse levels get the
+  /// injected guess and the re-discretised right-hand side (XBraid's skip).
+  bool skip_first_down = false;
+  /// "all": keep every finest-level point; "cpoints": keep only the finest
+  /// C-points between cycles (F-points are recomputed by finalize()).
+  std::string store = "all";
+  /// Threads over the intervals of a level (0 = OpenMP default). The propagator
+  /// is called concurrently for different intervals; with nested OpenMP off
+  /// (the default) its own parallel loops then run serially.
+  int threads = 0;
+
+  /// Throws std::invalid_argument naming the first bad option.
+  void validate() const;
+  /// Number of CF pairs k of the relaxation of `level` (F(CF)^k).
+  int relax_cf_pairs(int level) const;
+};
+
+/// Number of CF pairs k in a relaxation string F(CF)^k; throws
+/// std::invalid_argument for anything else.
+int parse_relax(const std::string& s);
+
+/// Exact serial forward propagation u_{i+1} = Phi(u_i) on level 0:
+/// `out` receives (n_steps + 1) states, out[0] = u0. N calls of prop.step.
+void serial_propagate(Propagator& prop, int n_steps, const double* u0, double* out);
+
+/// MGRIT solver of u_0 = g_0, u_i = Phi_{i-1}(u_{i-1}) (i = 1..N) for one
+/// propagator. Typical use: set_initial(u0); solve(); state(i) / trajectory().
+///
+/// Iterate semantics: the iterate is the set of finest-level C-point values;
+/// F-points are always determined from them by F-relaxation. After every cycle
+/// (and after finalize()) the stored F-points equal the F-relaxation of the
+/// C-points. Point 0 is fixed to u0 and never changes in a cycle.
+class Mgrit {
+ public:
+  /// `prop` and `comm` must outlive the solver; comm == nullptr uses a
+  /// SerialComm. Throws std::invalid_argument for bad options or n_steps < 1.
+  Mgrit(Propagator& prop, int n_steps, MgritOptions opts = {}, Comm* comm = nullptr);
+
+  Mgrit(const Mgrit&) = delete;
+  Mgrit& operator=(const Mgrit&) = delete;
+
+  /// Sets the fixed value u_0 (state_size() doubles). If the iterate has not
+  /// been initialised yet, every point is set to u0 (the default guess);
+  /// otherwise only point 0 changes and the rest of the iterate is kept.
+  void set_initial(const double* u0);
+  /// Replaces the iterate by `all_points` ((N + 1) states, point i at
+  /// all_points + i * state_size()); entry 0 is ignored (u_0 stays the value of
+  /// set_initial, which must have been called). With store = "cpoints" only
+  /// the C-point values are kept.
+  void warm_start(const double* all_points);
+  /// Forgets the iterate: the next set_initial() fills the default guess again
+  /// (and fmg / skip_first_down apply again).
+  void reset();
+
+  /// Runs exactly k cycles (k >= 0). Starts a new residual history.
+  void iterate(int k);
+  /// Runs cycles until residual <= tol or <= rtol * first residual, or
+  /// max_iter cycles, or a non-finite residual. Starts a new residual history.
+  /// Returns true when a tolerance was met.
+  bool solve();
+  /// Overwrites the iterate with the exact serial solution (N finest-level
+  /// steps, counted on level 0). The residual history is not touched.
+  void serial_solve();
+
+  /// Finest C-point residual norms of the last iterate()/solve() call,
+  /// sqrt(sum_c |r_c|^2) over C-points c >= 1 with r_c = Phi(u_{cm-1}) - u_{cm}
+  /// evaluated on the F-relaxed iterate (|.| = Propagator::norm, the sum
+  /// all-reduced over the Comm). Entry 0: the iterate at the start of the call
+  /// (after its F-relaxation, which the first cycle needs anyway, so it is free);
+  /// NaN when not computed (skip_first_down on the default guess, or a
+  /// one-level hierarchy). Entry k: after cycle k. On a one-level hierarchy a
+  /// cycle is the serial solve and its residual is 0.
+  const std::vector<double>& residual_history() const { return history_; }
+  /// rho_k = history[k] / history[k-1] for k = 1..size-1 (NaN where undefined).
+  std::vector<double> convergence_factors() const;
+  /// Cycles run by the last iterate()/solve() call.
+  int iterations() const { return static_cast<int>(history_.size()) - (history_.empty() ? 0 : 1); }
+
+  /// prop.step calls per level since construction or reset_counters().
+  const std::vector<long long>& steps_per_level() const { return steps_; }
+  long long total_steps() const;
+  void reset_counters();
+
+  /// Makes the full finest trajectory consistent with the C-points: F-relaxes
+  /// if the stored F-points are stale (e.g. after warm_start or set_initial on
+  /// an iterated state) and, with store = "cpoints", recomputes all F-points
+  /// into a trajectory buffer. Steps are counted on level 0. Cheap no-op when
+  /// nothing changed.
+  void finalize();
+  /// Pointer to fine point i (state_size() doubles) of the finalized iterate;
+  /// calls finalize() first. Valid until the next call that changes the iterate.
+  const double* state(int i);
+  /// Copies all N + 1 finalized points into out ((N + 1) * state_size()).
+  void trajectory(double* out);
+
+  const Hierarchy& hierarchy() const { return hier_; }
+  const MgritOptions& options() const { return opts_; }
+  int n_steps() const { return hier_.n_intervals(0); }
+  std::size_t state_size() const { return ss_; }
+
+ private:
+  struct Level {
+    std::vector<double> u;      // point values (level 0 with store=cpoints: C-points only)
+    std::vector<double> g;      // right-hand side at every point (levels >= 1)
+    std::vector<double> pred;   // P_c = Phi(u_{cm-1}) per C-point c (index c >= 1)
+    std::vector<double> first;  // Phi(u_{cm}) from the FAS rhs, per F-interval c
+    bool fconsistent = false;   // F-points consistent with C-points and g
+    bool pred_valid = false;    // pred consistent with the current F-points
+    bool first_valid = false;   // first consistent with the current C-points
+  };
+
+  double* point(int level, int j);
+  bool level0_cpoints_only() const { return cpoints_only_; }
+  long long parallel(int n, const std::function<long long(int)>& body);
+
+  void require_initialized(const char* what) const;
+  void begin_call();
+  void run_cycle();
+  void vcycle(int level, bool need_pred);
+  void fcycle(int level);
+  void relax(int level);
+  void fsweep(int level, bool with_pred, bool use_first, bool to_traj = false);
+  void crelax(int level);
+  void restrict_fas(int level);
+  void restrict_skip(int level);
+  void correct(int level);
+  void coarsest_solve(int level);
+  void fmg_guess();
+  double residual_norm_from_pred();  // finest level, needs pred_valid
+  void add_steps(int level, long long n) { steps_[level] += n; }
+  void mark_changed();
+
+  Propagator& prop_;
+  SerialComm own_comm_;
+  Comm* comm_;
+  MgritOptions opts_;
+  Hierarchy hier_;
+  std::size_t ss_;
+  bool cpoints_only_;
+  bool fcycle_;
+  std::vector<int> cf_pairs_;
+  std::vector<Level> lv_;
+  std::vector<long long> steps_;
+  std::vector<double> history_;
+  std::vector<double> u0_;
+  std::vector<double> traj_;     // full trajectory for store = "cpoints"
+  bool traj_valid_ = false;
+  bool initialized_ = false;     // set_initial has been called
+  bool have_iterate_ = false;    // the iterate has been filled
+  bool guess_default_ = false;   // the iterate is the untouched default guess
+  bool skipping_ = false;        // inside the skipped first down-cycle
+};
+
+}  // namespace layerparallel
