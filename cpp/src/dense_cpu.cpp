@@ -21,6 +21,9 @@ namespace layerparallel {
 
 namespace {
 
+// Parallel regions open only when there is more than one chunk of work: a region
+// costs a barrier, and on a loaded machine a barrier costs a scheduler time slice.
+
 // ------------------------------------------------------------------ dispatch
 template <class F>
 void with_activation(Activation a, F&& f) {
@@ -62,7 +65,7 @@ void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, 
               alpha, A, lda, B, ldb, beta, C, ldc);
 #else
   // Fallback for builds without BLAS: correct, cache-unfriendly only for transposed A.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M > 64)
   for (int i = 0; i < M; ++i) {
     double* Ci = C + static_cast<std::size_t>(i) * ldc;
     for (int j = 0; j < N; ++j) Ci[j] = beta == 0.0 ? 0.0 : beta * Ci[j];
@@ -141,7 +144,7 @@ void dense_step(Activation act, int w, const double* K, double b, double dt, con
     double Kt[kFusedMaxWidth * kFusedMaxWidth];
     transpose_square(w, K, Kt);
     const int chunks = n_chunks(s);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
     for (int c = 0; c < chunks; ++c) {
       const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
       dense_step_block(act, w, Kt, b, dt, in + off, out + off, std::min(s - c * kReduceChunk, kReduceChunk));
@@ -153,7 +156,7 @@ void dense_step(Activation act, int w, const double* K, double b, double dt, con
   gemm(false, true, s, w, w, 1.0, in, w, K, w, 0.0, Z, w);
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 16384)
     for (std::size_t k = 0; k < n; ++k) {
       const double z = Z[k] + b;
       out[k] = in[k] + dt * Act::f(z);
@@ -172,7 +175,7 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
     std::vector<double> partial(gK ? static_cast<std::size_t>(chunks) * len : 0, 0.0);
     double Kt[kFusedMaxWidth * kFusedMaxWidth];
     transpose_square(w, K, Kt);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
     for (int c = 0; c < chunks; ++c) {
       const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
       double* pg = gK ? partial.data() + static_cast<std::size_t>(c) * len : nullptr;
@@ -194,11 +197,11 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
     gemm(false, true, s, w, w, 1.0, u, w, K, w, 0.0, D, w);
     with_activation(act, [&](auto A) {
       using Act = decltype(A);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 16384)
       for (std::size_t k = 0; k < n; ++k) D[k] = Act::df(D[k] + b) * lam_next[k];
     });
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 16384)
     for (std::size_t k = 0; k < n; ++k) D[k] = deriv[k] * lam_next[k];
   }
   if (lam) {
@@ -209,7 +212,7 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
     gemm(true, false, w, w, s, gscale, D, w, u, w, 1.0, gK, w);
     const int chunks = n_chunks(s);
     std::vector<double> partial(chunks, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
     for (int c = 0; c < chunks; ++c) {
       const std::size_t k0 = static_cast<std::size_t>(c) * kReduceChunk * w;
       const std::size_t k1 = std::min(n, static_cast<std::size_t>(c + 1) * kReduceChunk * w);
@@ -235,7 +238,7 @@ void dense_opening(Activation act, int w, int nf, const double* Ko, double bo, c
                    double* U0, int s) {
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s > kReduceChunk)
     for (int i = 0; i < s; ++i)
       dense_opening_example<Act>(w, nf, Ko, bo, X + static_cast<std::size_t>(i) * nf,
                                  U0 + static_cast<std::size_t>(i) * w);
@@ -249,7 +252,7 @@ void dense_opening_gradient(Activation act, int w, int nf, const double* Ko, dou
   std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
     for (int c = 0; c < chunks; ++c) {
       double* pg = partial.data() + static_cast<std::size_t>(c) * len;
       double gbl = 0.0;
@@ -267,7 +270,7 @@ void dense_opening_gradient(Activation act, int w, int nf, const double* Ko, dou
 }
 
 void expand_opening(int w, int nf, const double* X, double* U0, int s) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s > kReduceChunk)
   for (int i = 0; i < s; ++i) {
     double* u = U0 + static_cast<std::size_t>(i) * w;
     const double* x = X + static_cast<std::size_t>(i) * nf;
@@ -284,7 +287,7 @@ double classifier_loss(int w, int nc, const double* Wc, const double* mu, const 
   const bool want_grad = gW != nullptr;
   const int len = want_grad ? nc * w + nc + 2 : 2;
   std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
     std::vector<double> z(nc), delta(nc);
     double* p = partial.data() + static_cast<std::size_t>(c) * len;
@@ -328,7 +331,7 @@ double classifier_loss(int w, int nc, const double* Wc, const double* mu, const 
 
 void classifier_logits(int w, int nc, const double* Wc, const double* mu, const double* U, int s,
                        double* Z) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s > kReduceChunk)
   for (int i = 0; i < s; ++i) {
     const double* u = U + static_cast<std::size_t>(i) * w;
     for (int j = 0; j < nc; ++j) {

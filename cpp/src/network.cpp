@@ -214,7 +214,7 @@ void DenseResNet::forward_sweep(const double* theta, const double* X, int s, dou
   std::vector<double> Kt(N * ww);
   for (int n = 0; n < N; ++n) transpose_square(w, theta + layout_.weights + n * ww, Kt.data() + n * ww);
   const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
     const int rows = std::min(s - c * kReduceChunk, kReduceChunk);
     const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
@@ -249,7 +249,7 @@ void DenseResNet::backward_sweep(const double* theta, const double* X, const dou
   const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
   const std::size_t P = layout_.classifier_weight;  // opening and layer blocks come first
   std::vector<double> partial(static_cast<std::size_t>(chunks) * P, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
     const int rows = std::min(s - c * kReduceChunk, kReduceChunk);
     const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;

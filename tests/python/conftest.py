@@ -1,8 +1,2 @@
-"""Make the pure-Python package importable from the source tree for tests."""
-
-import sys
-from pathlib import Path
-
-_PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
-if str(_PYTHON_DIR) not in sys.path:
-    sys.path.insert(0, str(_PYTHON_DIR))
+"""Shared pytest setup. The tests exercise the installed package (pip install .),
+never the source tree, so that the compiled module is the one users get."""
