@@ -288,6 +288,27 @@ TEST(Mgrit, ConvergesToSerialSolution) {
   EXPECT_EQ(configs, 128);
 }
 
+TEST(Mgrit, TinyGridsAndUnevenCoarsening) {
+  // Down to one coarse interval, trailing F-points on every level.
+  for (int N : {1, 2, 3, 5, 7, 9, 11}) {
+    for (int m : {2, 3}) {
+      for (const char* cycle : {"V", "F"}) {
+        SCOPED_TRACE(::testing::Message() << "N=" << N << " m=" << m << " cycle=" << cycle);
+        VecProp p(0.1), ref(0.1);
+        MgritOptions o = opts_with(10, m, {"FCF"}, cycle);
+        o.min_coarse = 1;
+        o.tol = 1e-13;
+        Mgrit g(p, N, o);
+        const std::vector<double> u0{0.3, -0.4, 0.5};
+        g.set_initial(u0.data());
+        g.warm_start(random_states(N, 3, N).data());
+        EXPECT_TRUE(g.solve());
+        EXPECT_LE(max_abs_diff(traj(g), serial(ref, N, u0)), 1e-12);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ two-level theory
 
 TEST(Mgrit, TwoLevelConvergenceFactorMatchesTheory) {

@@ -108,6 +108,7 @@ class Mgrit {
   /// SerialComm. Throws std::invalid_argument for bad options or n_steps < 1.
   Mgrit(Propagator& prop, int n_steps, MgritOptions opts = {}, Comm* comm = nullptr);
 
+  /// Not copyable (holds references and large buffers).
   Mgrit(const Mgrit&) = delete;
   Mgrit& operator=(const Mgrit&) = delete;
 
@@ -120,15 +121,20 @@ class Mgrit {
   /// set_initial, which must have been called). With store = "cpoints" only
   /// the C-point values are kept.
   void warm_start(const double* all_points);
-  /// Forgets the iterate: the next set_initial() fills the default guess again
-  /// (and fmg / skip_first_down apply again).
+  /// Discards the iterate and refills the default guess (u0 at every point), so
+  /// fmg / skip_first_down apply again. Requires set_initial().
   void reset();
 
-  /// Runs exactly k cycles (k >= 0). Starts a new residual history.
+  /// Runs exactly k cycles (k >= 0) and starts a new residual history. Every
+  /// call begins with a finest-level F-sweep (N steps) that yields
+  /// residual_history()[0] and that the first cycle reuses; nothing cached
+  /// from earlier calls is trusted, so the propagator may change between calls
+  /// (e.g. new weights in one-shot training).
   void iterate(int k);
-  /// Runs cycles until residual <= tol or <= rtol * first residual, or
-  /// max_iter cycles, or a non-finite residual. Starts a new residual history.
-  /// Returns true when a tolerance was met.
+  /// Like iterate(), but runs cycles until the residual is <= tol, <= rtol *
+  /// first residual, or exactly 0 (returns true), or max_iter cycles were run
+  /// or the residual is not finite (returns false). Checks history[0] first,
+  /// so a converged warm start runs no cycle.
   bool solve();
   /// Overwrites the iterate with the exact serial solution (N finest-level
   /// steps, counted on level 0). The residual history is not touched.
@@ -150,7 +156,9 @@ class Mgrit {
 
   /// prop.step calls per level since construction or reset_counters().
   const std::vector<long long>& steps_per_level() const { return steps_; }
+  /// Sum of steps_per_level().
   long long total_steps() const;
+  /// Zeroes steps_per_level().
   void reset_counters();
 
   /// Makes the full finest trajectory consistent with the C-points: F-relaxes
@@ -165,9 +173,13 @@ class Mgrit {
   /// Copies all N + 1 finalized points into out ((N + 1) * state_size()).
   void trajectory(double* out);
 
+  /// The grid hierarchy in use.
   const Hierarchy& hierarchy() const { return hier_; }
+  /// The validated options.
   const MgritOptions& options() const { return opts_; }
+  /// Number of fine intervals N (points 0..N).
   int n_steps() const { return hier_.n_intervals(0); }
+  /// Doubles per state (the propagator's state_size()).
   std::size_t state_size() const { return ss_; }
 
  private:
@@ -182,7 +194,6 @@ class Mgrit {
   };
 
   double* point(int level, int j);
-  bool level0_cpoints_only() const { return cpoints_only_; }
   long long parallel(int n, const std::function<long long(int)>& body);
 
   void require_initialized(const char* what) const;
