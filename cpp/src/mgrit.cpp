@@ -620,4 +620,11 @@ void Mgrit::trajectory(double* out) {
   std::memcpy(out, cpoints_only_ ? traj_.data() : lv_[0].u.data(), n * sizeof(double));
 }
 
+void Mgrit::set_tolerances(double tol, double rtol) {
+  LP_REQUIRE(std::isfinite(tol) && tol >= 0.0, "MgritOptions.tol must be >= 0, got " << tol);
+  LP_REQUIRE(std::isfinite(rtol) && rtol >= 0.0, "MgritOptions.rtol must be >= 0, got " << rtol);
+  opts_.tol = tol;
+  opts_.rtol = rtol;
+}
+
 }  // namespace layerparallel

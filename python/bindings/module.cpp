@@ -5,6 +5,8 @@
 namespace py = pybind11;
 
 void bind_network(py::module_& m);
+void bind_ode(py::module_& m);
+void bind_resnet_mgrit(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of layerparallel (C++ engine, CPU backend)";
@@ -12,4 +14,6 @@ PYBIND11_MODULE(_core, m) {
   // C++ exceptions map to Python: std::invalid_argument -> ValueError (pybind11's default),
   // std::runtime_error -> RuntimeError.
   bind_network(m);
+  bind_ode(m);
+  bind_resnet_mgrit(m);
 }

@@ -1,5 +1,5 @@
 """Type stub of the compiled module (kept in step with python/bindings/)."""
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -29,3 +29,10 @@ class DenseResNet:
                  gradient: bool = True) -> dict[str, Any]: ...
     def logits(self, theta: npt.ArrayLike, features: npt.ArrayLike) -> np.ndarray: ...
     def forward_states(self, theta: npt.ArrayLike, features: npt.ArrayLike) -> np.ndarray: ...
+
+# ode (bind_ode.cpp): MGRIT for a Python step function step(u, t0, t1, level) -> new state.
+def ode_solve(step: Callable[[np.ndarray, float, float, int], npt.ArrayLike], u0: npt.ArrayLike,
+              t: npt.ArrayLike, options: dict[str, Any] = ..., initial: npt.ArrayLike | None = None,
+              iterations: int | None = None) -> dict[str, Any]: ...
+def ode_serial(step: Callable[[np.ndarray, float, float, int], npt.ArrayLike], u0: npt.ArrayLike,
+               t: npt.ArrayLike) -> np.ndarray: ...

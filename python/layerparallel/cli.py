@@ -86,7 +86,8 @@ def _history_csv(history: Sequence[dict[str, float]], columns: Sequence[str]) ->
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for row in history:
-        w.writerow([int(row[c]) if c == "iteration" else repr(float(row[c])) for c in columns])
+        w.writerow([int(row[c]) if c in ("iteration", "fwd_cycles", "bwd_cycles", "exact") and np.isfinite(row[c])
+                    else repr(float(row[c])) for c in columns])
     return buf.getvalue()
 
 
@@ -97,8 +98,8 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .plots import plot_decision_regions, plot_history
-    from .train import HISTORY_COLUMNS, build_model, train
+    from .plots import plot_decision_regions, plot_history, plot_residuals
+    from .train import build_model, train
 
     cfg, data = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -125,12 +126,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         "threads": _core.num_threads(),
         "config": cfg.to_dict(),
     }
+    if result.mgrit:
+        summary["mgrit"] = result.mgrit
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "history.csv", _history_csv(result.history, HISTORY_COLUMNS))
+    write_text(out / "history.csv", _history_csv(result.history, result.columns))
     model.save(out / "params.npz", config=cfg.to_dict() | {"model": cfg.to_dict()["model"] | {"n_features": data.n_features}})
     plot_history(result.history, out / "training.png", title=f"{Path(args.config).stem} ({cfg.train.mode})")
     if data.n_features == 2:
         plot_decision_regions(model, data.val_x, data.val_y, out / "decision_regions.png")
+    if result.mgrit:
+        plot_residuals(result.history, out / "mgrit_residuals.png", switches=result.mgrit["safeguard_switches"],
+                       title=f"MGRIT residuals ({cfg.train.mode})")
     write_json(out / "summary.json", summary)
     print(json.dumps({k: summary[k] for k in ("train_accuracy", "val_accuracy", "val_loss", "iterations",
                                               "seconds", "stop_reason")}), flush=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -107,10 +108,30 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "eps": Key(float, 1e-8, **_gt(0)),
     },
     "train": {
-        "mode": Key(str, "serial", choices=("serial",)),
+        "mode": Key(str, "serial", choices=("serial", "exact", "simultaneous"),
+                    doc="serial sweeps | MGRIT to tolerance | one-shot MGRIT budget"),
         "seed": Key(int, 0, **_ge(0)),
         "threads": Key(int, 0, **_ge(0), doc="0 = all cores"),
         "eval_every": Key(int, 1, **_ge(1)),
+    },
+    "mgrit": {
+        "max_levels": Key(int, 10, **_ge(1), doc="grid levels (1 = serial propagation)"),
+        "cfactor": Key(int, 2, **_ge(2), doc="coarsening factor on coarse levels"),
+        "cfactor_fine": Key(int, 0, **_ge(0), doc="coarsening factor on the finest level, 0 = cfactor"),
+        "min_coarse": Key(int, 2, **_ge(1), doc="stop coarsening at this many intervals"),
+        "relax": Key(str, "F,FCF", doc="relaxation per level, F(CF)^k; the last entry repeats"),
+        "cycle": Key(str, "V", choices=("V", "F")),
+        "tol": Key(float, 1e-11, **_gt(0), doc="exact solves: residual <= tol * |initial value|"),
+        "max_iter": Key(int, 100, **_ge(1), doc="cycles per exact solve at most"),
+        "fwd_iterations": Key(int, 2, **_ge(1), doc="simultaneous: forward cycles per evaluation"),
+        "bwd_iterations": Key(int, 2, **_ge(1), doc="simultaneous: adjoint cycles per evaluation"),
+        "threads": Key(int, 0, **_ge(0), doc="threads over intervals, 0 = train.threads"),
+        "fmg": Key(bool, False, doc="nested-iteration initial guess"),
+        "skip_first_down": Key(bool, False, doc="skip relaxation on the first down-cycle"),
+        "store": Key(str, "all", choices=("all", "cpoints"), doc="keep every point or only C-points"),
+        "safeguard": Key(bool, True, doc="simultaneous: tighten the solves when MGRIT stalls"),
+        "safeguard_factor": Key(float, 1.0, **_gt(0), doc="convergence factor that triggers the safeguard"),
+        "safeguard_iterations": Key(int, 5, **_ge(1), doc="iterations solved exactly after a trigger"),
     },
 }
 
@@ -174,8 +195,20 @@ def _range_text(spec: Key) -> str:
     return f"{'<' if spec.hi_open else '<='} {spec.hi:g}"
 
 
+_RELAX_RE = re.compile(r"^F(CF)*$", re.IGNORECASE)
+
+
+def relax_levels(text: str) -> list[str]:
+    """``"F,FCF"`` -> ``["F", "FCF"]`` (commas or spaces separate levels)."""
+    return [t for t in re.split(r"[,\s]+", text.strip()) if t]
+
+
 def _check_cross(values: dict[str, dict[str, Any]]) -> None:
     """Rules that involve more than one key."""
+    levels = relax_levels(values["mgrit"]["relax"])
+    if not levels or not all(_RELAX_RE.match(t) for t in levels):
+        raise ValueError(f"mgrit.relax must list one relaxation per level of the form F, FCF, FCFCF, ... "
+                         f"separated by commas, got {values['mgrit']['relax']!r}.")
     data = values["data"]
     if data["name"] == "files":
         for k in _FILE_KEYS:

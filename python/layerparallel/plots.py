@@ -11,7 +11,7 @@ import numpy as np
 
 from .io import atomic_path
 
-__all__ = ["plot_history", "plot_decision_regions"]
+__all__ = ["plot_history", "plot_decision_regions", "plot_residuals"]
 
 
 def _pyplot():
@@ -68,4 +68,30 @@ def plot_decision_regions(model: Any, features: np.ndarray, labels: np.ndarray, 
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_title(title or "decision regions (points: validation set)")
+    _save(fig, path)
+
+
+def plot_residuals(history: Sequence[dict[str, float]], path: str | os.PathLike[str],
+                   switches: Sequence[dict[str, Any]] = (), title: str = "") -> None:
+    """Final forward/adjoint MGRIT residual and last convergence factor per iteration;
+    iterations where the safeguard switched to exact solves are marked."""
+    plt = _pyplot()
+    it = [r["iteration"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for key, label in (("fwd_residual", "forward"), ("bwd_residual", "adjoint")):
+        axes[0].semilogy(it, [max(r[key], 1e-300) for r in history], label=label)
+    for key, label in (("fwd_factor", "forward"), ("bwd_factor", "adjoint")):
+        axes[1].plot(it, [r[key] for r in history], ".", label=label)
+    axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
+    for sw in switches:
+        for ax in axes:
+            ax.axvline(sw["iteration"], color="r", alpha=0.4, lw=0.8)
+    axes[0].set_title("C-point residual after the cycles")
+    axes[1].set_title("last cycle's convergence factor")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     _save(fig, path)

@@ -19,11 +19,15 @@ from .data import Dataset
 from .model import Evaluation, Regularization, ResNet
 from .optim import Adam, make_optimizer, minibatches
 
-__all__ = ["HISTORY_COLUMNS", "TrainResult", "SerialSolver", "build_model", "train"]
+__all__ = ["HISTORY_COLUMNS", "MGRIT_COLUMNS", "TrainResult", "SerialSolver", "MgritSolver", "build_model",
+           "make_solver", "train"]
 
 #: Columns of history.csv, in order.
 HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "grad_norm", "step", "seconds")
+#: Extra columns in the MGRIT modes: the final residual and last convergence factor of the
+#: forward and adjoint solves at the iterate, the cycles they ran, and 1 when solved exactly.
+MGRIT_COLUMNS = ("fwd_residual", "bwd_residual", "fwd_factor", "bwd_factor", "fwd_cycles", "bwd_cycles", "exact")
 
 
 @dataclass
@@ -36,6 +40,8 @@ class TrainResult:
     stop_reason: str
     gradient_evaluations: int
     final: dict[str, float] = field(default_factory=dict)
+    mgrit: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = HISTORY_COLUMNS
 
 
 class SerialSolver:
@@ -61,6 +67,156 @@ class SerialSolver:
             return self.last
         return None
 
+    # The serial sweeps are exact: nothing to monitor.
+    columns = HISTORY_COLUMNS
+
+    def row_extra(self) -> dict[str, float]:
+        return {}
+
+    def end_iteration(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+class MgritSolver(SerialSolver):
+    """Forward and adjoint sweeps by MGRIT.
+
+    ``exact``: every evaluation solves both to ``mgrit.tol`` relative to the size
+    of the initial value (the same iterates as serial up to that tolerance).
+    ``simultaneous``: every evaluation (line-search trials included) runs
+    ``mgrit.fwd_iterations`` / ``mgrit.bwd_iterations`` cycles, warm-started from
+    the previous evaluation's state and adjoint (the one-shot method).
+    The safeguard (:meth:`tighten`) makes the next iterations exact.
+    """
+
+    def __init__(self, model: ResNet, mgrit_cfg: Any, mode: str, threads: int = 0):
+        super().__init__(model)
+        if mode not in ("exact", "simultaneous"):
+            raise ValueError(f"train.mode must be 'exact' or 'simultaneous' for MGRIT, got {mode!r}")
+        from .config import relax_levels
+
+        c = mgrit_cfg
+        self.mode = mode
+        self.cfg = c
+        self.options = {"max_levels": c.max_levels, "cfactor": c.cfactor,
+                        "cfactor_fine": c.cfactor_fine if c.cfactor_fine else -1, "min_coarse": c.min_coarse,
+                        "relax": relax_levels(c.relax), "cycle": c.cycle, "max_iter": c.max_iter, "fmg": c.fmg,
+                        "skip_first_down": c.skip_first_down, "store": c.store, "threads": c.threads or threads}
+        self.fwd_budget = c.fwd_iterations
+        self.bwd_budget = c.bwd_iterations
+        self._solvers: dict[int, Any] = {}
+        self._data_of: dict[int, int] = {}
+        self.forced_exact = 0
+        self.switches: list[dict[str, Any]] = []
+        self.totals = {"fwd_cycles": 0, "bwd_cycles": 0, "fwd_steps": 0, "bwd_steps": 0, "evaluations": 0}
+        self.fwd_factors: list[float] = []
+        self.bwd_factors: list[float] = []
+        self.last_report: dict[str, Any] = {}
+
+    @property
+    def exact(self) -> bool:
+        return self.mode == "exact" or self.forced_exact > 0
+
+    def _solver(self, features: np.ndarray) -> Any:
+        s = features.shape[0]
+        solver = self._solvers.get(s)
+        if solver is None:
+            solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options)
+            solver.set_relative_tolerance(self.cfg.tol)
+            self._solvers[s] = solver
+        elif self._data_of.get(s) != id(features):
+            solver.reset()  # another batch: a warm start would be meaningless
+        self._data_of[s] = id(features)
+        return solver
+
+    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> Evaluation:
+        r = self.model.regularization
+        exact = self.exact
+        d = self._solver(features).evaluate(theta, features, labels, r.tikhonov, r.classifier, r.ddt,
+                                            -1 if exact else self.fwd_budget, -1 if exact else self.bwd_budget, True)
+        self.evaluations += 1
+        t = self.totals
+        t["evaluations"] += 1
+        t["fwd_cycles"] += d["forward"]["cycles"]
+        t["bwd_cycles"] += d["adjoint"]["cycles"]
+        t["fwd_steps"] += d["forward"]["steps"]
+        t["bwd_steps"] += d["adjoint"]["steps"]
+        ev = Evaluation(objective=d["objective"], loss=d["loss"], regularization=d["regularization"],
+                        accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
+                        gradient=d["gradient"])
+        self.last, self._last_theta = ev, theta
+        self.last_report = {"forward": d["forward"], "adjoint": d["adjoint"], "exact": exact}
+        return ev
+
+    @staticmethod
+    def _factor(residuals: list[float]) -> float:
+        """The last cycle's convergence factor (NaN when it cannot be formed)."""
+        if len(residuals) >= 2 and residuals[-2] > 0 and np.isfinite(residuals[-2]):
+            return residuals[-1] / residuals[-2]
+        return float("nan")
+
+    columns = HISTORY_COLUMNS + MGRIT_COLUMNS
+
+    def row_extra(self) -> dict[str, float]:
+        rep = self.last_report
+        if not rep:
+            return {k: float("nan") for k in MGRIT_COLUMNS}
+        fr, br = rep["forward"]["residuals"], rep["adjoint"]["residuals"]
+        return {"fwd_residual": fr[-1] if fr else float("nan"), "bwd_residual": br[-1] if br else float("nan"),
+                "fwd_factor": self._factor(fr), "bwd_factor": self._factor(br),
+                "fwd_cycles": rep["forward"]["cycles"], "bwd_cycles": rep["adjoint"]["cycles"],
+                "exact": 1 if rep["exact"] else 0}
+
+    def monitor(self) -> Optional[str]:
+        """Why the last (inexact) evaluation needs the safeguard, or None."""
+        rep = self.last_report
+        if not rep or rep["exact"] or self.mode != "simultaneous":
+            return None
+        limit = self.cfg.safeguard_factor
+        for name in ("forward", "adjoint"):
+            rho = self._factor(rep[name]["residuals"])
+            if name == "forward":
+                self.fwd_factors.append(rho)
+            else:
+                self.bwd_factors.append(rho)
+            res = rep[name]["residuals"]
+            if res and not np.isfinite(res[-1]):
+                return f"{name} residual is not finite"
+            if np.isfinite(rho) and rho > limit:
+                return f"{name} convergence factor {rho:.3g} > {limit:g}"
+        return None
+
+    def tighten(self, iteration: int, reason: str) -> None:
+        """Solve exactly for the next ``safeguard_iterations`` iterations and log the switch."""
+        self.forced_exact = self.cfg.safeguard_iterations
+        self.switches.append({"iteration": iteration, "reason": reason,
+                              "action": f"exact solves for {self.forced_exact} iterations"})
+
+    def end_iteration(self) -> None:
+        if self.forced_exact > 0:
+            self.forced_exact -= 1
+
+    def summary(self) -> dict[str, Any]:
+        t = self.totals
+        some = next(iter(self._solvers.values()), None)
+        mean = lambda xs: float(np.nanmean(xs)) if xs and np.isfinite(xs).any() else None
+        rep = self.row_extra()
+        N = self.model.layers
+        return {
+            "levels": some.levels if some is not None else None,
+            "forward_cycles": t["fwd_cycles"], "adjoint_cycles": t["bwd_cycles"],
+            "forward_steps": t["fwd_steps"], "adjoint_steps": t["bwd_steps"],
+            "forward_steps_per_level": list(some.forward_steps_per_level) if some is not None else [],
+            "adjoint_steps_per_level": list(some.adjoint_steps_per_level) if some is not None else [],
+            "sweeps_per_evaluation": (t["fwd_steps"] + t["bwd_steps"]) / max(1, 2 * N * t["evaluations"]),
+            "evaluations": t["evaluations"],
+            "last_forward_residual": rep["fwd_residual"], "last_adjoint_residual": rep["bwd_residual"],
+            "mean_forward_factor": mean(self.fwd_factors), "mean_adjoint_factor": mean(self.bwd_factors),
+            "safeguard_switches": self.switches,
+        }
+
 
 def build_model(cfg: Any, data: Dataset) -> ResNet:
     """The network a configuration describes, seeded with ``train.seed``."""
@@ -74,21 +230,28 @@ def make_solver(cfg: Any, model: ResNet) -> SerialSolver:
     mode = cfg.train.mode
     if mode == "serial":
         return SerialSolver(model)
-    raise ValueError(f"train.mode must be 'serial', got {mode!r}")
+    if mode in ("exact", "simultaneous"):
+        return MgritSolver(model, cfg.mgrit, mode, cfg.train.threads)
+    raise ValueError(f"train.mode must be one of 'serial', 'exact', 'simultaneous', got {mode!r}")
 
 
 def train(model: ResNet, data: Dataset, cfg: Any,
-          callback: Optional[Callable[[dict[str, float]], None]] = None) -> TrainResult:
+          callback: Optional[Callable[[dict[str, float]], None]] = None,
+          solver: Optional[SerialSolver] = None) -> TrainResult:
     """Train ``model`` in place on ``data`` as ``cfg`` says; returns the history.
 
     ``callback(row)`` is called after every logged iteration (the CLI's progress
-    display). Iteration 0 is the initial point.
+    display). Iteration 0 is the initial point. In the simultaneous mode the
+    safeguard (``mgrit.safeguard``) watches the MGRIT convergence factors and the
+    line search, and makes the solves exact for a few iterations when either
+    fails; every such switch is in ``TrainResult.mgrit["safeguard_switches"]``.
     """
     if cfg.train.threads:
         _core.set_num_threads(cfg.train.threads)
     opt_cfg = cfg.optimizer
     optimizer = make_optimizer(opt_cfg)
-    solver = make_solver(cfg, model)
+    solver = solver or make_solver(cfg, model)
+    guarded = isinstance(solver, MgritSolver) and solver.mode == "simultaneous" and cfg.mgrit.safeguard
     X, y = data.train_x, data.train_y
     n = X.shape[0]
     batch_size = opt_cfg.batch_size if opt_cfg.batch_size and opt_cfg.batch_size < n else 0
@@ -119,6 +282,7 @@ def train(model: ResNet, data: Dataset, cfg: Any,
         row = {"iteration": it, "objective": ev_train.objective, "train_loss": ev_train.loss,
                "train_accuracy": ev_train.accuracy, "val_loss": val.loss, "val_accuracy": val.accuracy,
                "grad_norm": float(np.linalg.norm(grad)), "step": step, "seconds": time.perf_counter() - t0}
+        row.update(solver.row_extra())
         history.append(row)
         if callback:
             callback(row)
@@ -134,12 +298,25 @@ def train(model: ResNet, data: Dataset, cfg: Any,
             res = optimizer.step(None, theta, bev.objective, bev.gradient)
         else:
             res = optimizer.step(full, theta, f, g)
+            if not res.accepted and guarded and not solver.exact:
+                # The inexact objective/gradient could not give descent: solve exactly at
+                # the current point and retry the step once before giving up.
+                solver.tighten(it, "line search failed with inexact solves")
+                ev = solver(theta, X, y)
+                f, g = ev.objective, ev.gradient
+                optimizer.reset()
+                res = optimizer.step(full, theta, f, g)
         if not res.accepted and not isinstance(optimizer, Adam):
             stop_reason = "line_search_failed"
             it -= 1
             break
         theta = res.x
         model.theta[...] = theta
+        if guarded:
+            reason = solver.monitor()
+            solver.end_iteration()
+            if reason is not None:
+                solver.tighten(it, reason)
         if batch_size or it % cfg.train.eval_every == 0 or it == opt_cfg.max_iter:
             cur = solver.cached(theta)
             if cur is None:
@@ -162,4 +339,5 @@ def train(model: ResNet, data: Dataset, cfg: Any,
         last = log(it, 0.0, cur, cur.gradient)
     final = {k: last[k] for k in ("objective", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "grad_norm")}
     return TrainResult(history=history, seconds=seconds, iterations=it, stop_reason=stop_reason,
-                       gradient_evaluations=solver.evaluations, final=final)
+                       gradient_evaluations=solver.evaluations, final=final, mgrit=solver.summary(),
+                       columns=solver.columns)

@@ -177,6 +177,9 @@ class Mgrit {
   const Hierarchy& hierarchy() const { return hier_; }
   /// The validated options.
   const MgritOptions& options() const { return opts_; }
+  /// Changes the stopping tolerances of later solve() calls (callers that scale
+  /// a relative tolerance by the size of each new initial value).
+  void set_tolerances(double tol, double rtol);
   /// Number of fine intervals N (points 0..N).
   int n_steps() const { return hier_.n_intervals(0); }
   /// Doubles per state (the propagator's state_size()).

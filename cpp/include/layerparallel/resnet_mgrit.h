@@ -1,0 +1,111 @@
+// The dense ResNet's forward and adjoint sweeps solved by MGRIT (ALGORITHM.md
+// sections 3-4): the two propagators (forward steps with injected weights and
+// coarse step size, the adjoint running backwards in layers and linearised
+// about the fine primal states) and the solver that turns them into an
+// objective and a gradient, exactly (to a tolerance) or with a fixed budget of
+// warm-started cycles (the simultaneous / one-shot method).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "layerparallel/mgrit.h"
+#include "layerparallel/network.h"
+#include "layerparallel/propagator.h"
+
+namespace layerparallel {
+
+/// u_{i1} = u_{i0} + (i1 - i0) h sigma(K_{i0} u_{i0} + b_{i0}) on a batch: the weights
+/// of the fine layer at the coarse interval's left point, the coarse step size.
+class ResNetForwardPropagator final : public Propagator {
+ public:
+  ResNetForwardPropagator(const DenseResNet& net, int batch) : net_(net), batch_(batch) {}
+  void set_theta(const double* theta) { theta_ = theta; }
+  std::size_t state_size() const override { return net_.state_size(batch_); }
+  void step(int level, int i0, int i1, const double* in, double* out) override;
+
+ private:
+  const DenseResNet& net_;
+  int batch_;
+  const double* theta_ = nullptr;
+};
+
+/// The adjoint recursion in reversed index k = N - n: a step from k0 to k1 maps
+/// lambda_{n1} to lambda_{n0} (n1 = N - k0 > n0 = N - k1) with
+/// lambda_{n0} = lambda_{n1} + (n1 - n0) h K_{n0}^T (sigma'(K_{n0} u_{n0} + b_{n0}) * lambda_{n1}),
+/// linearised about the fine primal state u_{n0}.
+class ResNetAdjointPropagator final : public Propagator {
+ public:
+  ResNetAdjointPropagator(const DenseResNet& net, int batch) : net_(net), batch_(batch) {}
+  void set_theta(const double* theta) { theta_ = theta; }
+  /// states[n] points at the primal state u_n, n = 0..N.
+  void set_states(const std::vector<const double*>* states) { states_ = states; }
+  std::size_t state_size() const override { return net_.state_size(batch_); }
+  void step(int level, int k0, int k1, const double* in, double* out) override;
+
+ private:
+  const DenseResNet& net_;
+  int batch_;
+  const double* theta_ = nullptr;
+  const std::vector<const double*>* states_ = nullptr;
+};
+
+/// What one MGRIT solve (forward or adjoint) did in one evaluation.
+struct SolveReport {
+  std::vector<double> residuals;  ///< residual history of the call (entry 0: start)
+  int cycles = 0;                 ///< MGRIT cycles run
+  long long steps = 0;            ///< step evaluations (all levels) in the call
+  bool converged = false;         ///< reached the tolerance (exact solves)
+};
+
+struct MgritEvaluation {
+  Evaluation eval;
+  SolveReport forward, adjoint;
+};
+
+/// Objective and gradient of a DenseResNet on a fixed batch, with both sweeps
+/// solved by MGRIT. Keeps the space-time state and adjoint between calls, so
+/// consecutive evaluations warm-start (the one-shot method).
+class ResNetMgrit {
+ public:
+  ResNetMgrit(const DenseResNet& net, int batch, const MgritOptions& forward, const MgritOptions& adjoint);
+
+  /// Objective (and gradient when grad != nullptr, overwritten) on (X, labels),
+  /// which must hold `batch` examples. A budget < 0 solves to the options'
+  /// tolerance (max_iter cycles at most); a budget >= 0 runs exactly that many
+  /// cycles from the current (warm) iterate.
+  MgritEvaluation evaluate(const double* theta, const double* X, const std::int64_t* labels,
+                           const Regularization& reg, double* grad, int forward_budget, int adjoint_budget);
+
+  /// Forgets the warm-start state: the next evaluation starts from u_0 (lambda_N)
+  /// copied to every point.
+  void reset();
+
+  /// Tolerance of exact solves relative to the size of the initial value: a solve
+  /// stops when the C-point residual norm <= rel_tol * |u_0| (forward) or
+  /// rel_tol * |lambda_N| (adjoint). 0 keeps the options' absolute tol / rtol.
+  void set_relative_tolerance(double rel_tol);
+
+  /// Finalised trajectories of the last evaluation: u_n / lambda_n, n = 0..N.
+  const double* state(int n) { return forward_.state(n); }
+  const double* adjoint(int n) { return adjoint_.state(spec_layers_ - n); }
+
+  const Mgrit& forward_solver() const { return forward_; }
+  const Mgrit& adjoint_solver() const { return adjoint_; }
+  int batch() const { return batch_; }
+
+ private:
+  const DenseResNet& net_;
+  int batch_;
+  int spec_layers_;
+  ResNetForwardPropagator fprop_;
+  ResNetAdjointPropagator aprop_;
+  Mgrit forward_, adjoint_;
+  bool started_ = false;
+  double rel_tol_ = 0.0;
+  std::vector<double> u0_, lamN_;
+  std::vector<const double*> states_;
+};
+
+}  // namespace layerparallel
