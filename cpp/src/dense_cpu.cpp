@@ -108,32 +108,68 @@ void dense_step_block(Activation act, int w, const double* Kt, double b, double 
 
 void dense_adjoint_block(Activation act, int w, const double* K, const double* Kt, double b, double dt,
                          const double* u, const double* lam_next, double* lam, int s, double* gK, double* gb,
-                         double gscale) {
+                         double gscale, const double* deriv) {
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
     with_width(w, [&](auto WC) {
       constexpr int W = decltype(WC)::value;
       double d[kFusedMaxWidth];
       double scratch_lam[kFusedMaxWidth];
+      auto one = [&](int i, double* li) {
+        const std::size_t o = static_cast<std::size_t>(i) * w;
+        if (deriv)
+          dense_adjoint_deriv_example<W>(w, K, dt, deriv + o, lam_next + o, d, li);
+        else
+          dense_adjoint_example<Act, W>(w, K, Kt, b, dt, u + o, lam_next + o, d, li);
+      };
       if (gK) {
         // A local accumulator the compiler can keep in registers for narrow widths.
         double acc[kFusedMaxWidth * kFusedMaxWidth] = {};
         double gbl = 0.0;
         for (int i = 0; i < s; ++i) {
-          const double* ui = u + static_cast<std::size_t>(i) * w;
-          dense_adjoint_example<Act, W>(w, K, Kt, b, dt, ui, lam_next + static_cast<std::size_t>(i) * w, d,
-                                        lam ? lam + static_cast<std::size_t>(i) * w : scratch_lam);
-          dense_gradient_example<W>(w, gscale, d, ui, acc, gbl);
+          one(i, lam ? lam + static_cast<std::size_t>(i) * w : scratch_lam);
+          dense_gradient_example<W>(w, gscale, d, u + static_cast<std::size_t>(i) * w, acc, gbl);
         }
         for (int k = 0; k < w * w; ++k) gK[k] += acc[k];
         *gb += gbl;
       } else {
-        for (int i = 0; i < s; ++i)
-          dense_adjoint_example<Act, W>(w, K, Kt, b, dt, u + static_cast<std::size_t>(i) * w,
-                                        lam_next + static_cast<std::size_t>(i) * w, d,
-                                        lam + static_cast<std::size_t>(i) * w);
+        for (int i = 0; i < s; ++i) one(i, lam + static_cast<std::size_t>(i) * w);
       }
     });
+  });
+}
+
+void dense_deriv_block(Activation act, int w, const double* Kt, double b, const double* u, double* deriv, int s) {
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+    with_width(w, [&](auto WC) {
+      constexpr int W = decltype(WC)::value;
+      for (int i = 0; i < s; ++i)
+        dense_deriv_example<Act, W>(w, Kt, b, u + static_cast<std::size_t>(i) * w,
+                                    deriv + static_cast<std::size_t>(i) * w);
+    });
+  });
+}
+
+void dense_activation_deriv(Activation act, int w, const double* K, double b, const double* u, double* deriv,
+                            int s) {
+  if (w <= kFusedMaxWidth) {
+    double Kt[kFusedMaxWidth * kFusedMaxWidth];
+    transpose_square(w, K, Kt);
+    const int chunks = n_chunks(s);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int c = 0; c < chunks; ++c) {
+      const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
+      dense_deriv_block(act, w, Kt, b, u + off, deriv + off, std::min(s - c * kReduceChunk, kReduceChunk));
+    }
+    return;
+  }
+  const std::size_t n = static_cast<std::size_t>(s) * w;
+  gemm(false, true, s, w, w, 1.0, u, w, K, w, 0.0, deriv, w);
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+#pragma omp parallel for schedule(static) if (n > 16384)
+    for (std::size_t k = 0; k < n; ++k) deriv[k] = Act::df(deriv[k] + b);
   });
 }
 
@@ -169,7 +205,7 @@ void dense_step(Activation act, int w, const double* K, double b, double dt, con
 void dense_adjoint_step(Activation act, int w, const double* K, double b, double dt, const double* u,
                         const double* lam_next, double* lam, int s, const double* deriv, double* gK,
                         double* gb, double gscale) {
-  if (w <= kFusedMaxWidth && deriv == nullptr) {
+  if (w <= kFusedMaxWidth) {
     const int chunks = n_chunks(s);
     const int len = w * w + 1;
     std::vector<double> partial(gK ? static_cast<std::size_t>(chunks) * len : 0, 0.0);
@@ -180,7 +216,8 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
       const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
       double* pg = gK ? partial.data() + static_cast<std::size_t>(c) * len : nullptr;
       dense_adjoint_block(act, w, K, Kt, b, dt, u + off, lam_next + off, lam ? lam + off : nullptr,
-                          std::min(s - c * kReduceChunk, kReduceChunk), pg, pg ? pg + w * w : nullptr, gscale);
+                          std::min(s - c * kReduceChunk, kReduceChunk), pg, pg ? pg + w * w : nullptr, gscale,
+                          deriv ? deriv + off : nullptr);
     }
     if (gK) {
       std::vector<double> sum(len, 0.0);

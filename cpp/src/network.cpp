@@ -125,11 +125,17 @@ void DenseResNet::adjoint_step(const double* theta, int n, double dt, const doub
 }
 
 void DenseResNet::layer_gradient(const double* theta, int n, const double* u, const double* lam_next,
-                                 int s, double* grad, double gscale) const {
+                                 int s, double* grad, double gscale, const double* deriv) const {
   const int w = spec_.width;
   const std::size_t ko = static_cast<std::size_t>(n) * w * w;
   dense_layer_gradient(spec_.activation, w, theta + layout_.weights + ko, theta[layout_.biases + n], u,
-                       lam_next, s, grad + layout_.weights + ko, grad + layout_.biases + n, gscale);
+                       lam_next, s, grad + layout_.weights + ko, grad + layout_.biases + n, gscale, deriv);
+}
+
+void DenseResNet::activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const {
+  const int w = spec_.width;
+  dense_activation_deriv(spec_.activation, w, theta + layout_.weights + static_cast<std::size_t>(n) * w * w,
+                         theta[layout_.biases + n], u, deriv, s);
 }
 
 double DenseResNet::classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,

@@ -23,7 +23,8 @@ void ResNetForwardPropagator::step(int, int i0, int i1, const double* in, double
 void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double* out) {
   const int N = net_.spec().layers;
   const int n1 = N - k0, n0 = N - k1;
-  net_.adjoint_step(theta_, n0, (n1 - n0) * net_.spec().h(), (*states_)[n0], in, out, batch_);
+  net_.adjoint_step(theta_, n0, (n1 - n0) * net_.spec().h(), (*states_)[n0], in, out, batch_, nullptr, 0.0,
+                    derivs_ ? derivs_ + static_cast<std::size_t>(n0) * state_size() : nullptr);
 }
 
 ResNetMgrit::ResNetMgrit(const DenseResNet& net, int batch, const MgritOptions& forward,
@@ -37,8 +38,9 @@ ResNetMgrit::ResNetMgrit(const DenseResNet& net, int batch, const MgritOptions& 
       adjoint_(aprop_, net.spec().layers, adjoint),
       u0_(net.state_size(batch)),
       lamN_(net.state_size(batch)),
-      states_(net.spec().layers + 1, nullptr) {
-  aprop_.set_states(&states_);
+      states_(net.spec().layers + 1, nullptr),
+      derivs_(static_cast<std::size_t>(net.spec().layers) * net.state_size(batch)) {
+  aprop_.set_states(&states_, derivs_.data());
 }
 
 void ResNetMgrit::reset() { started_ = false; }
@@ -100,6 +102,11 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   }
 
   // Adjoint: the same engine backwards in layers, linearised about the states.
+  // Every adjoint step through layer n (any level, any cycle) needs the same
+  // act'(K_n u_n + b_n): compute it once per layer.
+  const std::size_t sz = net_.state_size(s);
+#pragma omp parallel for schedule(static) if (N > 1)
+  for (int n = 0; n < N; ++n) net_.activation_deriv(theta, n, states_[n], derivs_.data() + n * sz, s);
   aprop_.set_theta(theta);
   adjoint_.set_initial(lamN_.data());
   if (!started_) adjoint_.reset();
@@ -111,7 +118,8 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   // lambda_{n+1}; layers are independent (each writes its own block).
   const double h = net_.spec().h();
 #pragma omp parallel for schedule(static) if (N > 1)
-  for (int n = 0; n < N; ++n) net_.layer_gradient(theta, n, states_[n], adjoint_.state(N - n - 1), s, grad, h);
+  for (int n = 0; n < N; ++n)
+    net_.layer_gradient(theta, n, states_[n], adjoint_.state(N - n - 1), s, grad, h, derivs_.data() + n * sz);
   net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
   return out;
 }

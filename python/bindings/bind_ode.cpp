@@ -200,7 +200,7 @@ py::dict ode_solve(const py::object& step_fn, const py::handle& u0_in, const py:
     py::gil_scoped_release nogil;
     if (cycles >= 0) {
       solver.iterate(cycles);
-      converged = meets_tolerance(solver.residual_history(), opts);
+      converged = meets_tolerance(solver.residual_history(), solver.options());
     } else {
       converged = solver.solve();
     }

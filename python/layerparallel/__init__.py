@@ -27,6 +27,8 @@ _LAZY = {
     "GradientDescent": "optim",
     "Adam": "optim",
     "train": "train",
+    "solve_ode": "ode",
+    "check_step": "ode",
     "set_num_threads": "_core",
     "num_threads": "_core",
     "cuda_available": "device",
@@ -35,11 +37,14 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
+_RENAMED = {"solve_ode": "solve"}
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'layerparallel' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
+    value = getattr(import_module(f".{module}", __name__), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

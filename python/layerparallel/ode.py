@@ -150,30 +150,36 @@ _DECADES = 7           # d = dt, dt/10, ..., dt/10^7
 
 
 def _check_state(u0: npt.ArrayLike) -> np.ndarray:
+    # Same rules and messages as the compiled module's boundary checks.
     u = np.asarray(u0)
     if u.dtype.kind not in "fiu":
         raise ValueError(f"u0 (the initial state) must hold real numbers, got dtype {u.dtype}")
     u = np.array(u, dtype=np.float64)
-    if u.ndim != 1 or u.size < 1:
-        raise ValueError(f"u0 (the initial state) must have shape (n,) with n >= 1, got {u.shape}")
+    if u.ndim != 1:
+        raise ValueError(f"u0 (the initial state) must have shape (s,), got {u.shape}")
+    if u.size < 1:
+        raise ValueError("u0 (the initial state) must hold at least one value, got shape (0,)")
     if not np.all(np.isfinite(u)):
         raise ValueError("u0 (the initial state) must be finite")
     return u
 
 
 def _check_grid(t: np.ndarray) -> np.ndarray:
+    # Same rules and messages as the compiled module's boundary checks.
     if t.dtype.kind not in "fiu":
         raise ValueError(f"t (the time grid) must hold real numbers, got dtype {t.dtype}")
     t = np.asarray(t, dtype=np.float64)
-    if t.ndim != 1 or t.size < 2:
-        raise ValueError(f"t (the time grid) must be 1-D with at least 2 points, got shape {t.shape}")
+    if t.ndim != 1:
+        raise ValueError(f"t (the time grid) must have shape (s,), got {t.shape}")
+    if t.size < 2:
+        raise ValueError(f"t (the time grid) must hold at least 2 points, got {t.size}")
     if not np.all(np.isfinite(t)):
         raise ValueError("t (the time grid) must be finite")
     bad = np.flatnonzero(np.diff(t) <= 0)
     if bad.size:
         k = int(bad[0]) + 1
-        raise ValueError(f"t (the time grid) must be strictly increasing, but t[{k}] = {t[k]!r} "
-                         f"<= t[{k - 1}] = {t[k - 1]!r}")
+        raise ValueError(f"t (the time grid) must be strictly increasing, but t[{k}] = {float(t[k])!r} "
+                         f"<= t[{k - 1}] = {float(t[k - 1])!r}")
     return t
 
 
@@ -257,8 +263,8 @@ def check_step(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike]
     - consistency: a step over ``t0 == t1`` does not return ``u``, or
       ``|step(u, t0, t0 + d) - u|`` does not go to 0 about linearly as
       ``d -> 0`` (d = dt, dt/10, ..., dt/1e7; once d is small it must shrink
-      at least 5x per decade, two decades in a row). (Whether the function uses ``t`` correctly is not
-      decidable from outside and is not checked.)
+      at least 5x per decade, two decades in a row). Whether the function
+      uses ``t`` correctly is not decidable from outside and is not checked.
 
     Args:
         step, u0, t, T, N: as for :func:`solve` (only ``t[0..2]`` and a few
@@ -313,7 +319,6 @@ def check_step(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike]
     # ... and the step tends to the identity linearly as t1 -> t0.
     if first is not None:
         dt = f[1] - f[0]
-        d_list: list[float] = []
         e_list: list[float] = []
         consistent = False
         for k in range(_DECADES + 1):
@@ -323,7 +328,6 @@ def check_step(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike]
                 consistent = True  # the failure is already reported; nothing to judge
                 break
             e = float(np.max(np.abs(r - u)))
-            d_list.append(d)
             e_list.append(e)
             # Two decades in a row shrinking >= 5x: a single one can be chance
             # (e.g. a step that adds random noise).

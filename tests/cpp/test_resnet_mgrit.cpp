@@ -93,6 +93,24 @@ TEST_P(ResNetMgritExact, ConvergedSolveMatchesSerialSweeps) {
 INSTANTIATE_TEST_SUITE_P(DepthsAndFactors, ResNetMgritExact,
                          ::testing::Combine(::testing::Values(16, 30, 64, 1000), ::testing::Values(2, 3, 4, 8)));
 
+TEST(ResNetMgrit, WideLayersMatchSerialGradient) {
+  // Width 40 takes the BLAS path for steps, derivatives and adjoint steps.
+  Case c = make_case(20, 40, Activation::Tanh, 21);
+  for (auto& t : c.theta) t *= 0.3;
+  DenseResNet net(c.spec);
+  MgritOptions opt;
+  opt.cfactor = 3;
+  opt.tol = 1e-13;
+  ResNetMgrit solver(net, c.s, opt, opt);
+  std::vector<double> g(net.layout().size), gref(net.layout().size);
+  const Regularization reg{1e-4, 1e-4, 1e-4};
+  auto me = solver.evaluate(c.theta.data(), c.X.data(), c.y.data(), reg, g.data(), -1, -1);
+  auto ev = net.evaluate(c.theta.data(), c.X.data(), c.y.data(), c.s, reg, gref.data());
+  EXPECT_TRUE(me.forward.converged && me.adjoint.converged);
+  EXPECT_NEAR(me.eval.objective, ev.objective, 1e-12 * std::fabs(ev.objective));
+  EXPECT_LT(max_rel_diff(g.data(), gref.data(), g.size()), 1e-10);
+}
+
 TEST(ResNetMgrit, OneLevelIsSerialPropagation) {
   Case c = make_case(12, 8, Activation::SmoothRelu, 3);
   DenseResNet net(c.spec);

@@ -17,6 +17,10 @@ EXPECTED_DEFAULTS = {
                   "max_trials": 20, "gtol": 1e-4, "learning_rate": 1e-2, "batch_size": 0,
                   "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
     "train": {"mode": "serial", "seed": 0, "threads": 0, "eval_every": 1},
+    "mgrit": {"max_levels": 10, "cfactor": 2, "cfactor_fine": 0, "min_coarse": 2, "relax": "F,FCF",
+              "cycle": "V", "tol": 1e-11, "max_iter": 100, "fwd_iterations": 2, "bwd_iterations": 2,
+              "threads": 0, "fmg": False, "skip_first_down": False, "store": "all", "safeguard": True,
+              "safeguard_factor": 1.0, "safeguard_iterations": 5},
 }
 
 
@@ -112,7 +116,8 @@ def test_parse_override_bool_value():
     ("model.width", "section.key=value"),
     ("width=3", "section.key=value"),
     ("a.b.c=3", "section.key=value"),
-    ("mgrit.levels=3", "'mgrit'"),
+    ("nosuch.levels=3", "'nosuch'"),
+    ("mgrit.levels=3", "mgrit.levels"),
     ("model.widht=3", "model.widht"),
 ])
 def test_parse_override_errors(text, fragment):
@@ -153,7 +158,7 @@ BAD_VALUES = [
     ("optimizer", "beta1", -0.1, "[0, 1)"),
     ("optimizer", "beta2", 1, "[0, 1)"),
     ("optimizer", "eps", 0, "> 0"),
-    ("train", "mode", "simultaneous", '"serial"'),
+    ("train", "mode", "oneshot", '"serial", "exact", "simultaneous"'),
     ("train", "threads", -1, ">= 0"),
     ("train", "eval_every", 0, ">= 1"),
     ("train", "seed", -1, ">= 0"),
@@ -194,7 +199,9 @@ def test_boundary_values_accepted(section, key, value):
 
 
 def test_unknown_section_and_key():
-    with pytest.raises(ValueError, match="'mgrit'"):
+    with pytest.raises(ValueError, match="'nosuch'"):
+        C.config_from_dict({"nosuch": {"levels": 2}})
+    with pytest.raises(ValueError, match=r"mgrit\.levels"):
         C.config_from_dict({"mgrit": {"levels": 2}})
     with pytest.raises(ValueError, match=r"model\.depth"):
         C.config_from_dict({"model": {"depth": 2}})
@@ -277,3 +284,15 @@ def test_data_section_feeds_load_dataset(tmp_path):
     ds = D.load_dataset(cfg.data, cfg.base_dir)
     assert ds.n_train == 50 and ds.n_val == 10
     assert (ds.train_x == D.generate_peaks(50, 10, seed=2).train_x).all()
+
+
+@pytest.mark.parametrize("relax", ["F", "FCF", "F,FCF", "F, FCF, FCFCF", "f fcf"])
+def test_relax_accepts_per_level_lists(relax):
+    cfg = C.config_from_dict({"mgrit": {"relax": relax}})
+    assert all(t.upper().startswith("F") for t in C.relax_levels(cfg.mgrit.relax))
+
+
+@pytest.mark.parametrize("relax", ["", "C", "FC", "F,,X", "FCFC"])
+def test_relax_rejects_bad_patterns(relax):
+    with pytest.raises(ValueError, match="mgrit.relax"):
+        C.config_from_dict({"mgrit": {"relax": relax}})

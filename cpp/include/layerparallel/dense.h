@@ -52,7 +52,13 @@ void dense_step_block(Activation act, int w, const double* Kt, double b, double 
                       double* out, int s);
 void dense_adjoint_block(Activation act, int w, const double* K, const double* Kt, double b, double dt,
                          const double* u, const double* lam_next, double* lam, int s, double* gK, double* gb,
-                         double gscale);
+                         double gscale, const double* deriv = nullptr);
+void dense_deriv_block(Activation act, int w, const double* Kt, double b, const double* u, double* deriv, int s);
+
+/// deriv = act'(u K^T + b) on a batch: the linearisation of a layer about a fixed
+/// primal state, computed once and reused by every adjoint step through that layer.
+void dense_activation_deriv(Activation act, int w, const double* K, double b, const double* u, double* deriv,
+                            int s);
 
 /// Softmax cross-entropy of the classifier z = U Wc^T + mu over a batch.
 /// Returns the summed loss; `correct` counts argmax hits. With `scale` the

@@ -79,9 +79,12 @@ class DenseResNet {
   void adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next,
                     double* lam, int s, double* grad = nullptr, double gscale = 0.0,
                     const double* deriv = nullptr) const;
-  /// Accumulates the gradient of layer n (scaled by gscale) from u_n and lam_{n+1}.
+  /// Accumulates the gradient of layer n (scaled by gscale) from u_n and lam_{n+1}
+  /// (deriv = act'(K_n u_n + b_n) when known).
   void layer_gradient(const double* theta, int n, const double* u, const double* lam_next, int s,
-                      double* grad, double gscale) const;
+                      double* grad, double gscale, const double* deriv = nullptr) const;
+  /// deriv = act'(K_n u + b_n): layer n linearised about u.
+  void activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const;
   /// Summed loss over the batch; lam (optional) receives dJ/du_N for the mean loss
   /// (weight `scale` per example); grad (optional) accumulates the classifier gradient.
   double classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,

@@ -39,8 +39,12 @@ class ResNetAdjointPropagator final : public Propagator {
  public:
   ResNetAdjointPropagator(const DenseResNet& net, int batch) : net_(net), batch_(batch) {}
   void set_theta(const double* theta) { theta_ = theta; }
-  /// states[n] points at the primal state u_n, n = 0..N.
-  void set_states(const std::vector<const double*>* states) { states_ = states; }
+  /// states[n] points at the primal state u_n, n = 0..N; derivs (optional) holds
+  /// act'(K_n u_n + b_n) for n = 0..N-1, one state_size() block each.
+  void set_states(const std::vector<const double*>* states, const double* derivs = nullptr) {
+    states_ = states;
+    derivs_ = derivs;
+  }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   void step(int level, int k0, int k1, const double* in, double* out) override;
 
@@ -49,6 +53,7 @@ class ResNetAdjointPropagator final : public Propagator {
   int batch_;
   const double* theta_ = nullptr;
   const std::vector<const double*>* states_ = nullptr;
+  const double* derivs_ = nullptr;
 };
 
 /// What one MGRIT solve (forward or adjoint) did in one evaluation.
@@ -106,6 +111,7 @@ class ResNetMgrit {
   double rel_tol_ = 0.0;
   std::vector<double> u0_, lamN_;
   std::vector<const double*> states_;
+  std::vector<double> derivs_;  // act'(K_n u_n + b_n) of the current trajectory, per layer
 };
 
 }  // namespace layerparallel
