@@ -26,7 +26,6 @@ _LAZY = {
     "LBFGS": "optim",
     "GradientDescent": "optim",
     "Adam": "optim",
-    "train": "train",
     "solve_ode": "ode",
     "check_step": "ode",
     "set_num_threads": "_core",
