@@ -230,6 +230,25 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
   const std::size_t ss = ss_;
   const long long n = parallel(hier_.n_fintervals(level), [&](int c) -> long long {
     const FInterval iv = hier_.finterval(level, c);
+    if (!have_g && !reuse && !scratch) {
+      // A plain chain of steps (no right-hand side to add, nothing reused): hand
+      // the whole interval to the propagator so it can fuse the steps.
+      std::vector<int> idx;
+      std::vector<double*> outs;
+      idx.push_back(hier_.fine_index(level, iv.cpoint));
+      if (to_traj) copy_state(ss, point(level, iv.cpoint), traj_.data() + static_cast<std::size_t>(iv.cpoint) * ss);
+      for (int i = iv.f_begin; i < iv.f_end; ++i) {
+        idx.push_back(hier_.fine_index(level, i));
+        outs.push_back(to_traj ? traj_.data() + static_cast<std::size_t>(i) * ss : point(level, i));
+      }
+      if (with_pred && iv.next_cpoint >= 0) {
+        idx.push_back(hier_.fine_index(level, iv.next_cpoint));
+        outs.push_back(L.pred.data() + static_cast<std::size_t>(c + 1) * ss);
+      }
+      const int count = static_cast<int>(outs.size());
+      if (count > 0) prop_.propagate(level, idx.data(), count, point(level, iv.cpoint), outs.data());
+      return count;
+    }
     long long cnt = 0;
     std::vector<double> buf;
     if (scratch) buf.resize(2 * ss);
@@ -468,11 +487,7 @@ double Mgrit::residual_norm_from_pred() {
   std::vector<double> sq(static_cast<std::size_t>(nc), 0.0);
   parallel(nc - 1, [&](int c1) -> long long {
     const int c = c1 + 1;
-    std::vector<double> r(ss);
-    const double* u = point(0, c * m);
-    const double* p = f.pred.data() + static_cast<std::size_t>(c) * ss;
-    for (std::size_t k = 0; k < ss; ++k) r[k] = p[k] - u[k];
-    const double nr = prop_.norm(r.data());
+    const double nr = prop_.norm_diff(f.pred.data() + static_cast<std::size_t>(c) * ss, point(0, c * m));
     sq[c] = nr * nr;
     return 0;
   });

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "layerparallel/dense.h"
+#include "layerparallel/dense_impl.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
@@ -25,6 +27,63 @@ void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double
   const int n1 = N - k0, n0 = N - k1;
   net_.adjoint_step(theta_, n0, (n1 - n0) * net_.spec().h(), (*states_)[n0], in, out, batch_, nullptr, 0.0,
                     derivs_ ? derivs_ + static_cast<std::size_t>(n0) * state_size() : nullptr);
+}
+
+namespace {
+// Runs body(chunk_offset_rows, rows) over the batch in kReduceChunk pieces; in
+// parallel unless already inside a parallel region (the engine's intervals).
+template <class F>
+void over_chunks(int s, F&& body) {
+  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int c = 0; c < chunks; ++c) body(c * kReduceChunk, std::min(s - c * kReduceChunk, kReduceChunk));
+}
+}  // namespace
+
+void ResNetForwardPropagator::propagate(int level, const int* idx, int count, const double* in,
+                                        double* const* outs) {
+  const NetworkSpec& sp = net_.spec();
+  const int w = sp.width;
+  if (w > kFusedMaxWidth) {
+    Propagator::propagate(level, idx, count, in, outs);
+    return;
+  }
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const ParamLayout& L = net_.layout();
+  std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
+  for (int k = 0; k < count; ++k) transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
+  over_chunks(batch_, [&](int r0, int rows) {
+    const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const double* prev = in + off;
+    for (int k = 0; k < count; ++k) {
+      dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + idx[k]], (idx[k + 1] - idx[k]) * sp.h(),
+                       prev, outs[k] + off, rows);
+      prev = outs[k] + off;
+    }
+  });
+}
+
+void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, const double* in,
+                                        double* const* outs) {
+  const NetworkSpec& sp = net_.spec();
+  const int w = sp.width, N = sp.layers;
+  if (w > kFusedMaxWidth || derivs_ == nullptr) {
+    Propagator::propagate(level, idx, count, in, outs);
+    return;
+  }
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const std::size_t sz = state_size();
+  const ParamLayout& L = net_.layout();
+  over_chunks(batch_, [&](int r0, int rows) {
+    const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const double* prev = in + off;
+    for (int k = 0; k < count; ++k) {
+      const int n1 = N - idx[k], n0 = N - idx[k + 1];
+      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(), nullptr,
+                          prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + n0 * sz + off);
+      prev = outs[k] + off;
+    }
+  });
 }
 
 ResNetMgrit::ResNetMgrit(const DenseResNet& net, int batch, const MgritOptions& forward,

@@ -140,6 +140,9 @@ class LBFGS:
       returned unchanged, memory reset (the next call tries steepest descent;
       a second failure in a row means the caller should stop or change
       something).
+    * An exactly zero gradient returns ``accepted=False``, ``trials=0`` and
+      ``x`` unchanged (nothing to do; the caller's gradient-norm test
+      should have stopped first).
     """
 
     def __init__(self, memory: int = 10, c1: float = 1e-4, shrink: float = 0.5,

@@ -26,12 +26,45 @@ class Propagator {
   /// never alias.
   virtual void step(int level, int i0, int i1, const double* in, double* out) = 0;
 
+  /// Chains `count` steps on `level` through the fine indices idx[0] -> idx[1] ->
+  /// ... -> idx[count]: outs[k] = Phi(outs[k-1]) with outs[-1] = in (the F-sweep of
+  /// one interval). The default calls step() in a loop; a problem whose state
+  /// splits into independent parts (a batch of examples) overrides it to carry
+  /// each part through all the steps while it sits in cache. Must produce exactly
+  /// what the loop of step() calls produces.
+  virtual void propagate(int level, const int* idx, int count, const double* in, double* const* outs) {
+    const double* prev = in;
+    for (int k = 0; k < count; ++k) {
+      step(level, idx[k], idx[k + 1], prev, outs[k]);
+      prev = outs[k];
+    }
+  }
+
   /// Norm used for residuals (default: Euclidean).
-  virtual double norm(const double* v) const {
-    double s = 0.0;
-    const std::size_t n = state_size();
-    for (std::size_t k = 0; k < n; ++k) s += v[k] * v[k];
-    return std::sqrt(s);
+  virtual double norm(const double* v) const { return std::sqrt(sum_sq_diff(v, nullptr, state_size())); }
+
+  /// Norm of a - b (a residual) without forming it. The default is consistent
+  /// with norm(); override both together.
+  virtual double norm_diff(const double* a, const double* b) const {
+    return std::sqrt(sum_sq_diff(a, b, state_size()));
+  }
+
+ protected:
+  /// sum_k (a_k - b_k)^2 (b may be nullptr) with eight independent partial sums:
+  /// one running sum would serialise on the add latency and cost more than a step.
+  static double sum_sq_diff(const double* a, const double* b, std::size_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::size_t k = 0;
+    if (b) {
+      for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += (a[k + j] - b[k + j]) * (a[k + j] - b[k + j]);
+      for (; k < n; ++k) acc[0] += (a[k] - b[k]) * (a[k] - b[k]);
+    } else {
+      for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += a[k + j] * a[k + j];
+      for (; k < n; ++k) acc[0] += a[k] * a[k];
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   }
 };
 

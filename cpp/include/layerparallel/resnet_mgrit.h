@@ -24,6 +24,9 @@ class ResNetForwardPropagator final : public Propagator {
   void set_theta(const double* theta) { theta_ = theta; }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   void step(int level, int i0, int i1, const double* in, double* out) override;
+  /// Narrow widths: each chunk of examples goes through all the interval's steps
+  /// while it is in cache (the same arithmetic as step() in a loop).
+  void propagate(int level, const int* idx, int count, const double* in, double* const* outs) override;
 
  private:
   const DenseResNet& net_;
@@ -47,6 +50,7 @@ class ResNetAdjointPropagator final : public Propagator {
   }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   void step(int level, int k0, int k1, const double* in, double* out) override;
+  void propagate(int level, const int* idx, int count, const double* in, double* const* outs) override;
 
  private:
   const DenseResNet& net_;
