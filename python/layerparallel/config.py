@@ -84,6 +84,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "T": Key(float, 5.0, **_gt(0)),
         "activation": Key(str, "smooth_relu", choices=("tanh", "relu", "smooth_relu")),
         "opening": Key(str, "dense", choices=("dense", "expand")),
+        "init": Key(str, "uniform", choices=("uniform", "normal"),
+                    doc="uniform [0,1) (the paper) or standard normal, times the scales below"),
         "init_opening": Key(float, 1e-3),
         "init_hidden": Key(float, 1e-3),
         "init_classifier": Key(float, 1e-3),

@@ -52,9 +52,11 @@ class Evaluation:
 class ResNet:
     """Dense ResNet ``u_{n+1} = u_n + (T/N) sigma(K_n u_n + b_n)`` with a softmax classifier.
 
-    Initialisation (seeded): every block is uniform in [0, 1) times its scale,
-    the paper's scheme: ``init_opening`` for the opening layer,
-    ``init_hidden`` for the residual layers and ``init_classifier`` for the
+    Initialisation (seeded with ``numpy.random.default_rng(seed)``, block after
+    block in flat order): ``init="uniform"`` draws uniform [0, 1) times the
+    block's scale (the paper's scheme); ``init="normal"`` draws standard normal
+    times the scale. Scales: ``init_opening`` for the opening layer,
+    ``init_hidden`` for the residual layers, ``init_classifier`` for the
     classifier.
     """
 
@@ -73,6 +75,7 @@ class ResNet:
         init_opening: float = 1e-3,
         init_hidden: float = 1e-3,
         init_classifier: float = 1e-3,
+        init: str = "uniform",
         theta: np.ndarray | None = None,
     ) -> None:
         for name, value in (("n_features", n_features), ("n_classes", n_classes), ("width", width), ("layers", layers)):
@@ -89,7 +92,7 @@ class ResNet:
             self.theta = theta.copy()
         else:
             self.theta = np.zeros(self._net.param_size)
-            self.initialize(seed, init_opening, init_hidden, init_classifier)
+            self.initialize(seed, init_opening, init_hidden, init_classifier, init)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -122,14 +125,18 @@ class ResNet:
             out[name] = self.theta[off:off + n].reshape(shape)
         return out
 
-    def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float) -> None:
-        """Seeded uniform [0, 1) initialisation scaled per block."""
+    def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float,
+                   init: str = "uniform") -> None:
+        """Seeded initialisation scaled per block: uniform [0, 1) or standard normal."""
+        if init not in ("uniform", "normal"):
+            raise ValueError(f"init must be 'uniform' or 'normal', got {init!r}")
         rng = np.random.default_rng(seed)
+        draw = rng.random if init == "uniform" else rng.standard_normal
         scale = {"opening_weight": init_opening, "opening_bias": init_opening,
                  "weights": init_hidden, "biases": init_hidden,
                  "classifier_weight": init_classifier, "classifier_bias": init_classifier}
         for name, view in self.parameters.items():
-            view[...] = scale[name] * rng.random(view.shape)
+            view[...] = scale[name] * draw(view.shape)
 
     def spec(self) -> dict[str, Any]:
         return {"n_features": self.n_features, "n_classes": self.n_classes, "width": self.width,

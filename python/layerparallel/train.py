@@ -223,7 +223,8 @@ def build_model(cfg: Any, data: Dataset) -> ResNet:
     m, r = cfg.model, cfg.regularization
     return ResNet(data.n_features, data.n_classes, m.width, m.layers, m.T, m.activation, m.opening,
                   regularization=Regularization(r.tikhonov, r.classifier, r.ddt), seed=cfg.train.seed,
-                  init_opening=m.init_opening, init_hidden=m.init_hidden, init_classifier=m.init_classifier)
+                  init_opening=m.init_opening, init_hidden=m.init_hidden, init_classifier=m.init_classifier,
+                  init=m.init)
 
 
 def make_solver(cfg: Any, model: ResNet) -> SerialSolver:

@@ -10,7 +10,7 @@ EXPECTED_DEFAULTS = {
     "data": {"name": "peaks", "seed": 0, "train_size": 5000, "val_size": 200,
              "train_features": "", "train_labels": "", "val_features": "", "val_labels": ""},
     "model": {"width": 8, "layers": 32, "T": 5.0, "activation": "smooth_relu",
-              "opening": "dense", "init_opening": 1e-3, "init_hidden": 1e-3,
+              "opening": "dense", "init": "uniform", "init_opening": 1e-3, "init_hidden": 1e-3,
               "init_classifier": 1e-3},
     "regularization": {"tikhonov": 1e-7, "classifier": 1e-7, "ddt": 1e-7},
     "optimizer": {"name": "lbfgs", "max_iter": 100, "memory": 10, "c1": 1e-4, "shrink": 0.5,
