@@ -139,6 +139,20 @@ void bind_network(py::module_& m) {
           py::arg("classifier") = 0.0, py::arg("ddt") = 0.0, py::arg("gradient") = true,
           "Objective, mean loss, accuracy and (optionally) the gradient by serial forward and adjoint sweeps.")
       .def(
+          "regularization",
+          [](const DenseResNet& net, const py::handle& theta, double tikhonov, double classifier, double ddt) {
+            DArray th = theta_of(net, theta);
+            Regularization reg{tikhonov, classifier, ddt};
+            reg.validate();
+            DArray g(static_cast<py::ssize_t>(net.layout().size));
+            double* gp = g.mutable_data();
+            std::fill(gp, gp + net.layout().size, 0.0);
+            const double value = net.regularization(th.data(), reg, gp);
+            return py::make_tuple(value, g);
+          },
+          py::arg("theta"), py::arg("tikhonov"), py::arg("classifier"), py::arg("ddt"),
+          "(value, gradient) of the three regularisers.")
+      .def(
           "logits",
           [](const DenseResNet& net, const py::handle& theta, const py::handle& X) {
             DArray th = theta_of(net, theta);

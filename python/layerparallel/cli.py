@@ -101,16 +101,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .plots import plot_decision_regions, plot_history, plot_residuals
     from .train import build_model, train
 
+    from . import _core
+    from .parallel import ProcessGrid
+
     cfg, data = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
+    grid = ProcessGrid.create(_world(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
     model = build_model(cfg, data)
-    progress = _Progress(cfg.optimizer.max_iter, args.quiet)
-    result = train(model, data, cfg, callback=progress)
+    # Every process trains (on its share of the examples); only the first one talks and writes.
+    progress = _Progress(cfg.optimizer.max_iter, args.quiet or not grid.is_root)
+    result = train(model, data, cfg, callback=progress, grid=grid)
     progress.close()
-
-    from . import _core
+    if not grid.is_root:
+        return 0
 
     summary = {
         **result.final,
@@ -122,7 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "mode": cfg.train.mode,
         "layers": cfg.model.layers,
         "width": cfg.model.width,
-        "processes": 1,
+        "processes": grid.size,
+        "layer_procs": grid.layer_procs,
+        "data_procs": grid.data_procs,
         "threads": _core.num_threads(),
         "config": cfg.to_dict(),
     }
@@ -151,6 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model.load_parameters(args.params)
     tr = model.evaluate(data.train_x, data.train_y, gradient=False, regularized=False)
     va = model.evaluate(data.val_x, data.val_y, gradient=False, regularized=False)
+    if _world().Get_rank() != 0:  # under mpiexec only the first process prints
+        return 0
     print(json.dumps({"train_loss": tr.loss, "train_accuracy": tr.accuracy,
                       "val_loss": va.loss, "val_accuracy": va.accuracy}))
     return 0
@@ -192,17 +201,31 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
             worst, worst_k = rel, int(k)
     name = next(n for n, o, s in model._layout[::-1] if o <= worst_k) if worst_k >= 0 else ""
     ok = bool(worst <= args.tol)
+    if _world().Get_rank() != 0:
+        return 0 if ok else 1
     print(json.dumps({"max_relative_error": float(worst), "parameter": name, "index": worst_k,
                       "checked": int(len(idx)), "below_noise": int(model.size - measurable.size),
                       "tol": args.tol, "passed": ok}))
     return 0 if ok else 1
 
 
+def _world() -> Any:
+    from .parallel import world
+
+    return world()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck}
+    from .parallel import abort_on_error
+
+    comm = _world()
     try:
-        return handlers[args.command](args)
+        # Under mpiexec an error on one process ends the whole job (exit 2 for bad
+        # input) instead of leaving the others waiting in a collective.
+        with abort_on_error(comm):
+            return handlers[args.command](args)
     except ValueError as exc:
         print(f"layerparallel: error: {exc}", file=sys.stderr)
         return 2

@@ -116,6 +116,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "threads": Key(int, 0, **_ge(0), doc="0 = all cores"),
         "eval_every": Key(int, 1, **_ge(1)),
     },
+    "parallel": {
+        "layer_procs": Key(int, 1, **_ge(1), doc="processes along the layers (1 for now)"),
+        "data_procs": Key(int, 0, **_ge(0), doc="processes splitting the examples, 0 = all the rest"),
+    },
     "mgrit": {
         "max_levels": Key(int, 10, **_ge(1), doc="grid levels (1 = serial propagation)"),
         "cfactor": Key(int, 2, **_ge(2), doc="coarsening factor on coarse levels"),

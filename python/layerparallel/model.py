@@ -156,6 +156,11 @@ class ResNet:
                           accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
                           gradient=d["gradient"])
 
+    def regularization_terms(self, theta: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """(value, gradient) of the regularisers alone."""
+        r = self.regularization
+        return self._net.regularization(self.theta if theta is None else theta, r.tikhonov, r.classifier, r.ddt)
+
     def objective_and_gradient(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         ev = self.evaluate(features, labels, theta=theta, gradient=True)
         assert ev.gradient is not None

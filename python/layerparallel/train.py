@@ -55,8 +55,9 @@ class SerialSolver:
         self.last: Optional[Evaluation] = None
         self._last_theta: Optional[np.ndarray] = None
 
-    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> Evaluation:
-        ev = self.model.evaluate(features, labels, theta=theta, gradient=True)
+    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
+                 regularized: bool = True) -> Evaluation:
+        ev = self.model.evaluate(features, labels, theta=theta, gradient=True, regularized=regularized)
         self.evaluations += 1
         self.last, self._last_theta = ev, theta
         return ev
@@ -131,8 +132,9 @@ class MgritSolver(SerialSolver):
         self._data_of[s] = id(features)
         return solver
 
-    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> Evaluation:
-        r = self.model.regularization
+    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
+                 regularized: bool = True) -> Evaluation:
+        r = self.model.regularization if regularized else Regularization()
         exact = self.exact
         d = self._solver(features).evaluate(theta, features, labels, r.tikhonov, r.classifier, r.ddt,
                                             -1 if exact else self.fwd_budget, -1 if exact else self.bwd_budget, True)
@@ -238,7 +240,7 @@ def make_solver(cfg: Any, model: ResNet) -> SerialSolver:
 
 def train(model: ResNet, data: Dataset, cfg: Any,
           callback: Optional[Callable[[dict[str, float]], None]] = None,
-          solver: Optional[SerialSolver] = None) -> TrainResult:
+          solver: Optional[SerialSolver] = None, grid: Any = None) -> TrainResult:
     """Train ``model`` in place on ``data`` as ``cfg`` says; returns the history.
 
     ``callback(row)`` is called after every logged iteration (the CLI's progress
@@ -246,13 +248,28 @@ def train(model: ResNet, data: Dataset, cfg: Any,
     safeguard (``mgrit.safeguard``) watches the MGRIT convergence factors and the
     line search, and makes the solves exact for a few iterations when either
     fails; every such switch is in ``TrainResult.mgrit["safeguard_switches"]``.
+
+    ``grid`` (a :class:`layerparallel.parallel.ProcessGrid`) splits the examples
+    over its data communicator; every process must call ``train`` with the same
+    arguments and ends with the same parameters and history.
     """
-    if cfg.train.threads:
-        _core.set_num_threads(cfg.train.threads)
+    threads = cfg.train.threads
+    if not threads and grid is not None and grid.size > 1:
+        # Share the cores between the processes of this machine instead of
+        # oversubscribing them.
+        from .parallel import local_processes
+
+        threads = max(1, _core.max_threads() // local_processes())
+    if threads:
+        _core.set_num_threads(threads)
     opt_cfg = cfg.optimizer
     optimizer = make_optimizer(opt_cfg)
     solver = solver or make_solver(cfg, model)
     guarded = isinstance(solver, MgritSolver) and solver.mode == "simultaneous" and cfg.mgrit.safeguard
+    if grid is not None and grid.data_procs > 1:
+        from .parallel import DataParallelSolver
+
+        solver = DataParallelSolver(solver, grid.data_comm)
     X, y = data.train_x, data.train_y
     n = X.shape[0]
     batch_size = opt_cfg.batch_size if opt_cfg.batch_size and opt_cfg.batch_size < n else 0

