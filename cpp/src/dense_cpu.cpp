@@ -156,12 +156,10 @@ void dense_activation_deriv(Activation act, int w, const double* K, double b, co
   if (w <= kFusedMaxWidth) {
     double Kt[kFusedMaxWidth * kFusedMaxWidth];
     transpose_square(w, K, Kt);
-    const int chunks = n_chunks(s);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; ++c) {
-      const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
-      dense_deriv_block(act, w, Kt, b, u + off, deriv + off, std::min(s - c * kReduceChunk, kReduceChunk));
-    }
+    for_each_chunk(s, [&](int r0, int rows) {
+      const std::size_t off = static_cast<std::size_t>(r0) * w;
+      dense_deriv_block(act, w, Kt, b, u + off, deriv + off, rows);
+    });
     return;
   }
   const std::size_t n = static_cast<std::size_t>(s) * w;
@@ -179,12 +177,10 @@ void dense_step(Activation act, int w, const double* K, double b, double dt, con
   if (w <= kFusedMaxWidth && deriv == nullptr) {
     double Kt[kFusedMaxWidth * kFusedMaxWidth];
     transpose_square(w, K, Kt);
-    const int chunks = n_chunks(s);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; ++c) {
-      const std::size_t off = static_cast<std::size_t>(c) * kReduceChunk * w;
-      dense_step_block(act, w, Kt, b, dt, in + off, out + off, std::min(s - c * kReduceChunk, kReduceChunk));
-    }
+    for_each_chunk(s, [&](int r0, int rows) {
+      const std::size_t off = static_cast<std::size_t>(r0) * w;
+      dense_step_block(act, w, Kt, b, dt, in + off, out + off, rows);
+    });
     return;
   }
   const std::size_t n = static_cast<std::size_t>(s) * w;

@@ -154,12 +154,12 @@ void Mgrit::require_initialized(const char* what) const {
   LP_REQUIRE(initialized_, "Mgrit::" << what << ": call set_initial(u0) first");
 }
 
-void Mgrit::mark_changed() {
-  Level& f = lv_[0];
+void Mgrit::mark_changed(int level) {
+  Level& f = lv_[level];
   f.fconsistent = false;
   f.pred_valid = false;
   f.first_valid = false;
-  traj_valid_ = false;
+  if (level == 0) traj_valid_ = false;
 }
 
 // ------------------------------------------------------------------ iterate management
@@ -305,10 +305,7 @@ void Mgrit::crelax(int level) {
     }
     return 0;
   });
-  L.fconsistent = false;
-  L.pred_valid = false;
-  L.first_valid = false;
-  if (level == 0) traj_valid_ = false;
+  mark_changed(level);
 }
 
 // F(CF)^k. The first F is skipped when the level is already F-relaxed with
@@ -387,7 +384,6 @@ void Mgrit::restrict_skip(int level) {
 
 // u_jm <- v_j (FAS correction with injection), C-points only.
 void Mgrit::correct(int level) {
-  Level& f = lv_[level];
   const Level& c = lv_[level + 1];
   const int m = hier_.cfactor(level);
   const std::size_t ss = ss_;
@@ -396,10 +392,7 @@ void Mgrit::correct(int level) {
     copy_state(ss, c.u.data() + static_cast<std::size_t>(j) * ss, point(level, j * m));
     return 0;
   });
-  f.fconsistent = false;
-  f.pred_valid = false;
-  f.first_valid = false;
-  if (level == 0) traj_valid_ = false;
+  mark_changed(level);
 }
 
 // Exact forward substitution on the coarsest level: N_L steps, minus the first

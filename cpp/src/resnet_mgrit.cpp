@@ -29,17 +29,6 @@ void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double
                     derivs_ ? derivs_ + static_cast<std::size_t>(n0) * state_size() : nullptr);
 }
 
-namespace {
-// Runs body(chunk_offset_rows, rows) over the batch in kReduceChunk pieces; in
-// parallel unless already inside a parallel region (the engine's intervals).
-template <class F>
-void over_chunks(int s, F&& body) {
-  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int c = 0; c < chunks; ++c) body(c * kReduceChunk, std::min(s - c * kReduceChunk, kReduceChunk));
-}
-}  // namespace
-
 void ResNetForwardPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs) {
   const NetworkSpec& sp = net_.spec();
@@ -52,7 +41,7 @@ void ResNetForwardPropagator::propagate(int level, const int* idx, int count, co
   const ParamLayout& L = net_.layout();
   std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
   for (int k = 0; k < count; ++k) transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
-  over_chunks(batch_, [&](int r0, int rows) {
+  for_each_chunk(batch_, [&](int r0, int rows) {
     const std::size_t off = static_cast<std::size_t>(r0) * w;
     const double* prev = in + off;
     for (int k = 0; k < count; ++k) {
@@ -74,7 +63,7 @@ void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, co
   const std::size_t ww = static_cast<std::size_t>(w) * w;
   const std::size_t sz = state_size();
   const ParamLayout& L = net_.layout();
-  over_chunks(batch_, [&](int r0, int rows) {
+  for_each_chunk(batch_, [&](int r0, int rows) {
     const std::size_t off = static_cast<std::size_t>(r0) * w;
     const double* prev = in + off;
     for (int k = 0; k < count; ++k) {

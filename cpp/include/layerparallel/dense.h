@@ -16,6 +16,16 @@ constexpr int kFusedMaxWidth = 32;
 /// chunk and added in chunk order, so results do not depend on the thread count.
 constexpr int kReduceChunk = 256;
 
+/// Runs body(first_row, rows) over a batch of s examples in kReduceChunk pieces,
+/// on OpenMP threads when there is more than one piece (serially when already
+/// inside a parallel region, e.g. the MGRIT engine's intervals).
+template <class F>
+void for_each_chunk(int s, F&& body) {
+  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int c = 0; c < chunks; ++c) body(c * kReduceChunk, s - c * kReduceChunk < kReduceChunk ? s - c * kReduceChunk : kReduceChunk);
+}
+
 /// out = in + dt * act(in K^T + b). If deriv != nullptr it receives act'(in K^T + b)
 /// (saves a GEMM in the adjoint of wide layers).
 void dense_step(Activation act, int w, const double* K, double b, double dt, const double* in,

@@ -15,6 +15,19 @@ LP_HOST_DEVICE inline int width_of(int wr) {
   return W > 0 ? W : wr;
 }
 
+/// z = K u + b for one example, from Kt = K^T (vectorises over the rows r).
+template <int W>
+LP_HOST_DEVICE inline void dense_preact_example(int wr, const double* LP_RESTRICT Kt, double b,
+                                                const double* LP_RESTRICT u, double* LP_RESTRICT z) {
+  const int w = width_of<W>(wr);
+  for (int r = 0; r < w; ++r) z[r] = b;
+  for (int c = 0; c < w; ++c) {
+    const double uc = u[c];
+    const double* Kc = Kt + c * w;
+    for (int r = 0; r < w; ++r) z[r] += Kc[r] * uc;
+  }
+}
+
 /// out = u + dt * act(K u + b) for one example. Kt is K transposed, (w, w)
 /// row-major: the update runs over output rows r with contiguous loads, which
 /// vectorises (one SIMD register holds a width-8 state).
@@ -22,12 +35,7 @@ template <class Act, int W>
 LP_HOST_DEVICE inline void dense_step_example(int wr, const double* LP_RESTRICT Kt, double b, double dt,
                                               const double* LP_RESTRICT u, double* LP_RESTRICT out) {
   const int w = width_of<W>(wr);
-  for (int r = 0; r < w; ++r) out[r] = b;
-  for (int c = 0; c < w; ++c) {
-    const double uc = u[c];
-    const double* Kc = Kt + c * w;
-    for (int r = 0; r < w; ++r) out[r] += Kc[r] * uc;
-  }
+  dense_preact_example<W>(wr, Kt, b, u, out);
   for (int r = 0; r < w; ++r) out[r] = u[r] + dt * Act::f(out[r]);
 }
 
@@ -42,12 +50,7 @@ LP_HOST_DEVICE inline void dense_adjoint_example(int wr, const double* LP_RESTRI
                                                  const double* LP_RESTRICT lam_next,
                                                  double* LP_RESTRICT d, double* LP_RESTRICT lam) {
   const int w = width_of<W>(wr);
-  for (int r = 0; r < w; ++r) d[r] = b;
-  for (int c = 0; c < w; ++c) {
-    const double uc = u[c];
-    const double* Kc = Kt + c * w;
-    for (int r = 0; r < w; ++r) d[r] += Kc[r] * uc;
-  }
+  dense_preact_example<W>(wr, Kt, b, u, d);
   for (int r = 0; r < w; ++r) d[r] = Act::df(d[r]) * lam_next[r];
   for (int c = 0; c < w; ++c) lam[c] = lam_next[c];
   for (int r = 0; r < w; ++r) {
@@ -80,12 +83,7 @@ template <class Act, int W>
 LP_HOST_DEVICE inline void dense_deriv_example(int wr, const double* LP_RESTRICT Kt, double b,
                                                const double* LP_RESTRICT u, double* LP_RESTRICT deriv) {
   const int w = width_of<W>(wr);
-  for (int r = 0; r < w; ++r) deriv[r] = b;
-  for (int c = 0; c < w; ++c) {
-    const double uc = u[c];
-    const double* Kc = Kt + c * w;
-    for (int r = 0; r < w; ++r) deriv[r] += Kc[r] * uc;
-  }
+  dense_preact_example<W>(wr, Kt, b, u, deriv);
   for (int r = 0; r < w; ++r) deriv[r] = Act::df(deriv[r]);
 }
 

@@ -214,7 +214,8 @@ class Mgrit {
   void fmg_guess();
   double residual_norm_from_pred();  // finest level, needs pred_valid
   void add_steps(int level, long long n) { steps_[level] += n; }
-  void mark_changed();
+  /// The values on `level` changed: its F-points, predictions and first steps are stale.
+  void mark_changed(int level = 0);
 
   Propagator& prop_;
   SerialComm own_comm_;

@@ -1,0 +1,406 @@
+// Bodies of the CUDA kernels of the dense residual layer, as host/device inline
+// functions of explicit launch indices. cuda/dense_kernels.cu calls them with
+// blockIdx/threadIdx/blockDim/gridDim and a __syncthreads() between phases;
+// tests/cpp/test_kernel_harness.cpp runs the very same bodies over the launch
+// grid on the CPU (every thread of a block through phase 1, then phase 2, ...),
+// which is how the kernels' arithmetic is tested on machines without a GPU.
+//
+// Conventions shared by all bodies:
+// - A kernel with barriers is split into phase functions. Between two phases
+//   the caller synchronises the block; inside a phase a thread touches only its
+//   own outputs, so the threads of a phase may run in any order.
+// - Every thread of a block runs every phase (threads past the last example
+//   still help to load shared memory and reach every barrier).
+// - Shared memory is passed in explicitly (`sh`, doubles); thread-local state
+//   that lives across phases (`cur`) too, so the CPU harness can keep it.
+// - The per-example math is that of dense_impl.h, never a copy of it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "layerparallel/activation_impl.h"
+#include "layerparallel/dense_impl.h"
+#include "layerparallel/macros.h"
+
+namespace layerparallel::kernels {
+
+/// A launch index or extent (blockIdx, threadIdx, blockDim, gridDim).
+struct Idx3 {
+  int x, y, z;
+};
+
+/// Widest layer the one-thread-per-example kernels take (state in registers, K in shared memory).
+constexpr int kMaxWidth = 32;
+/// Most classes the classifier kernel takes (per-thread logits).
+constexpr int kMaxClasses = 64;
+
+/// Threads per block of the one-thread-per-example kernels.
+constexpr int kStepThreads = 128;
+/// Threads per block of the reductions (a power of two: the tree halves it).
+constexpr int kReduceThreads = 64;
+/// Most blocks of the grid-stride residual norm (bounds the serial final sum).
+constexpr int kNormMaxBlocks = 1024;
+
+LP_HOST_DEVICE inline int example_of(Idx3 block, Idx3 thread, Idx3 block_dim) {
+  return block.x * block_dim.x + thread.x;
+}
+
+/// Cooperative load of K^T ((w, w), row-major K) into shared memory.
+LP_HOST_DEVICE inline void load_transposed(Idx3 thread, Idx3 block_dim, int w, const double* LP_RESTRICT K,
+                                           double* LP_RESTRICT sh) {
+  for (int k = thread.x; k < w * w; k += block_dim.x) sh[k] = K[(k % w) * w + k / w];
+}
+
+/// Cooperative copy of n doubles into shared memory.
+LP_HOST_DEVICE inline void load_copy(Idx3 thread, Idx3 block_dim, int n, const double* LP_RESTRICT src,
+                                     double* LP_RESTRICT sh) {
+  for (int k = thread.x; k < n; k += block_dim.x) sh[k] = src[k];
+}
+
+// ================================================================== forward step
+// out = in + dt act(K in + b), one thread per example, grid.x * block.x >= s.
+// Shared: w*w doubles (K^T). Phases: dense_step_load | dense_step_compute.
+
+LP_HOST_DEVICE inline int dense_step_shared(int w) { return w * w; }
+
+LP_HOST_DEVICE inline void dense_step_load(Idx3 thread, Idx3 block_dim, int w, const double* K, double* sh) {
+  load_transposed(thread, block_dim, w, K, sh);
+}
+
+template <class Act, int W>
+LP_HOST_DEVICE inline void dense_step_compute(Idx3 block, Idx3 thread, Idx3 block_dim, int w, double b, double dt,
+                                              const double* LP_RESTRICT in, double* LP_RESTRICT out, int s,
+                                              const double* LP_RESTRICT sh) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= s) return;
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  dense_step_example<Act, W>(w, sh, b, dt, in + o, out + o);
+}
+
+// ================================================================== adjoint step
+// lam = lam_next + dt K^T (act'(K u + b) * lam_next), one thread per example,
+// linearised about the primal state u. Shared: 2 w*w doubles (K, then K^T).
+// Phases: dense_adjoint_load | dense_adjoint_compute. The variant with a known
+// deriv = act'(K u + b) needs K only: dense_adjoint_deriv_load | dense_adjoint_deriv_compute.
+
+LP_HOST_DEVICE inline int dense_adjoint_shared(int w) { return 2 * w * w; }
+
+LP_HOST_DEVICE inline void dense_adjoint_load(Idx3 thread, Idx3 block_dim, int w, const double* K, double* sh) {
+  load_copy(thread, block_dim, w * w, K, sh);
+  load_transposed(thread, block_dim, w, K, sh + w * w);
+}
+
+template <class Act, int W>
+LP_HOST_DEVICE inline void dense_adjoint_compute(Idx3 block, Idx3 thread, Idx3 block_dim, int w, double b,
+                                                 double dt, const double* LP_RESTRICT u,
+                                                 const double* LP_RESTRICT lam_next, double* LP_RESTRICT lam, int s,
+                                                 const double* LP_RESTRICT sh) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= s) return;
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  double d[kMaxWidth];
+  dense_adjoint_example<Act, W>(w, sh, sh + w * w, b, dt, u + o, lam_next + o, d, lam + o);
+}
+
+LP_HOST_DEVICE inline int dense_adjoint_deriv_shared(int w) { return w * w; }
+
+LP_HOST_DEVICE inline void dense_adjoint_deriv_load(Idx3 thread, Idx3 block_dim, int w, const double* K,
+                                                    double* sh) {
+  load_copy(thread, block_dim, w * w, K, sh);
+}
+
+template <int W>
+LP_HOST_DEVICE inline void dense_adjoint_deriv_compute(Idx3 block, Idx3 thread, Idx3 block_dim, int w, double dt,
+                                                       const double* LP_RESTRICT deriv,
+                                                       const double* LP_RESTRICT lam_next, double* LP_RESTRICT lam,
+                                                       int s, const double* LP_RESTRICT sh) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= s) return;
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  double d[kMaxWidth];
+  dense_adjoint_deriv_example<W>(w, sh, dt, deriv + o, lam_next + o, d, lam + o);
+}
+
+// ================================================================== block propagation
+// One launch relaxes every interval of a level: block row grid.y = interval c,
+// grid.x * block.x >= s examples. Interval c runs count_c = step_start[c+1] -
+// step_start[c] steps through the fine indices idx[step_start[c] + c + k],
+// k = 0..count_c (count_c + 1 indices per interval), starting from in[c] and
+// writing step k into out[step_start[c] + k]; the last output is the
+// predecessor of the next C-point, exactly as Propagator::propagate's outs.
+// Each step loads its own layer's weights into shared memory, so the phases per
+// step are: load | step, with a barrier after each (the next load overwrites
+// the weights the step reads). The state stays in the thread (`cur`).
+
+struct IntervalSteps {
+  int intervals = 0;
+  const int* step_start = nullptr;  ///< intervals + 1 prefix sums of the step counts
+  const int* idx = nullptr;         ///< fine indices, count_c + 1 per interval
+  const double* const* in = nullptr;  ///< start state of each interval, (s, w)
+  double* const* out = nullptr;       ///< output of each step, (s, w), step_start[intervals] slots
+
+  LP_HOST_DEVICE int count(int c) const { return step_start[c + 1] - step_start[c]; }
+  LP_HOST_DEVICE int index(int c, int k) const { return idx[step_start[c] + c + k]; }
+  LP_HOST_DEVICE double* output(int c, int k) const { return out[step_start[c] + k]; }
+};
+
+/// Forward: layer idx[k] with step size (idx[k+1] - idx[k]) h (injected weights, coarse step).
+struct PropagateArgs {
+  int w = 0, s = 0;
+  double h = 0.0;
+  const double* K = nullptr;     ///< (layers, w, w), layer n at K + n w^2
+  const double* bias = nullptr;  ///< (layers)
+  IntervalSteps iv;
+};
+
+LP_HOST_DEVICE inline int block_propagate_shared(int w) { return w * w; }
+
+LP_HOST_DEVICE inline int block_propagate_steps(Idx3 block, const IntervalSteps& iv) { return iv.count(block.y); }
+
+/// Loads the interval's start state into the thread (first phase, no barrier needed after it).
+LP_HOST_DEVICE inline void block_propagate_begin(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int s,
+                                                 const IntervalSteps& iv, double* LP_RESTRICT cur) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= s) return;
+  const double* src = iv.in[block.y] + static_cast<std::size_t>(i) * w;
+  for (int r = 0; r < w; ++r) cur[r] = src[r];
+}
+
+LP_HOST_DEVICE inline void block_propagate_load(int k, Idx3 block, Idx3 thread, Idx3 block_dim,
+                                                const PropagateArgs& a, double* sh) {
+  const int n = a.iv.index(block.y, k);
+  load_transposed(thread, block_dim, a.w, a.K + static_cast<std::size_t>(n) * a.w * a.w, sh);
+}
+
+template <class Act, int W>
+LP_HOST_DEVICE inline void block_propagate_step(int k, Idx3 block, Idx3 thread, Idx3 block_dim,
+                                                const PropagateArgs& a, const double* LP_RESTRICT sh,
+                                                double* LP_RESTRICT cur) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= a.s) return;
+  const int c = block.y, w = a.w;
+  const int n0 = a.iv.index(c, k), n1 = a.iv.index(c, k + 1);
+  double nxt[kMaxWidth];
+  dense_step_example<Act, W>(w, sh, a.bias[n0], (n1 - n0) * a.h, cur, nxt);
+  double* dst = a.iv.output(c, k) + static_cast<std::size_t>(i) * w;
+  for (int r = 0; r < width_of<W>(w); ++r) {
+    dst[r] = nxt[r];
+    cur[r] = nxt[r];
+  }
+}
+
+// ================================================================== block adjoint propagation
+// The same launch structure for the adjoint in reversed index k = N - n
+// (ResNetAdjointPropagator::propagate): a step from fine index k0 to k1 maps
+// lambda_{n1} to lambda_{n0}, n1 = N - k0 > n0 = N - k1, with layer n0's K, step
+// size (n1 - n0) h and the stored deriv_{n0} = act'(K_{n0} u_{n0} + b_{n0}).
+
+struct AdjointPropagateArgs {
+  int w = 0, s = 0, layers = 0;
+  double h = 0.0;
+  const double* K = nullptr;       ///< (layers, w, w)
+  const double* deriv = nullptr;   ///< (layers, s, w): deriv of layer n at deriv + n s w
+  IntervalSteps iv;
+};
+
+LP_HOST_DEVICE inline int block_adjoint_shared(int w) { return w * w; }
+
+LP_HOST_DEVICE inline void block_adjoint_load(int k, Idx3 block, Idx3 thread, Idx3 block_dim,
+                                              const AdjointPropagateArgs& a, double* sh) {
+  const int n0 = a.layers - a.iv.index(block.y, k + 1);
+  load_copy(thread, block_dim, a.w * a.w, a.K + static_cast<std::size_t>(n0) * a.w * a.w, sh);
+}
+
+template <int W>
+LP_HOST_DEVICE inline void block_adjoint_step(int k, Idx3 block, Idx3 thread, Idx3 block_dim,
+                                              const AdjointPropagateArgs& a, const double* LP_RESTRICT sh,
+                                              double* LP_RESTRICT cur) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= a.s) return;
+  const int c = block.y, w = a.w;
+  const int n1 = a.layers - a.iv.index(c, k), n0 = a.layers - a.iv.index(c, k + 1);
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  double d[kMaxWidth], nxt[kMaxWidth];
+  dense_adjoint_deriv_example<W>(w, sh, (n1 - n0) * a.h, a.deriv + static_cast<std::size_t>(n0) * a.s * w + o, cur,
+                                 d, nxt);
+  double* dst = a.iv.output(c, k) + o;
+  for (int r = 0; r < width_of<W>(w); ++r) {
+    dst[r] = nxt[r];
+    cur[r] = nxt[r];
+  }
+}
+
+// ================================================================== fixed-order sums of block partials
+// The second kernel of every reduction: thread e (over the grid) sums entry e
+// of the per-block partials (nblocks rows of len) in block order, so the result
+// does not depend on scheduling, and adds it into one of up to three
+// destinations: entries [0, end[0]) into dst[0], [end[0], end[1]) into dst[1],
+// [end[1], end[2]) into dst[2] (a null destination is skipped).
+
+struct PartialTargets {
+  double* dst[3] = {nullptr, nullptr, nullptr};
+  int end[3] = {0, 0, 0};
+};
+
+LP_HOST_DEVICE inline void sum_partials(Idx3 block, Idx3 thread, Idx3 block_dim, const double* LP_RESTRICT partial,
+                                        int nblocks, int len, PartialTargets t) {
+  const int e = example_of(block, thread, block_dim);
+  if (e >= len) return;
+  double acc = 0.0;
+  for (int p = 0; p < nblocks; ++p) acc += partial[static_cast<std::size_t>(p) * len + e];
+  int seg = 0, start = 0;
+  while (seg < 2 && e >= t.end[seg]) start = t.end[seg++];
+  if (t.dst[seg]) t.dst[seg][e - start] += acc;
+}
+
+// ================================================================== layer gradient
+// gK += gscale D^T u, gb += gscale sum(D), D = act'(K u + b) * lam_next (or
+// deriv * lam_next when deriv is known). Each block writes one row of partials
+// (w*w + 1 entries); sum_partials adds the rows in block order.
+// Phases: layer_gradient_load | layer_gradient_rows | layer_gradient_entries.
+// The block's share is a small GEMM (D_blk^T U_blk): a tree over threads would
+// need block.x (w*w + 1) doubles of shared memory (264 KB at w = 32), so the rows
+// of D go to shared memory and thread e forms entry e over the block's examples
+// in order (deterministic; u is read from global memory, coalesced along c).
+// Shared: w*w (K^T) + block.x * w (D) doubles.
+
+LP_HOST_DEVICE inline int layer_gradient_shared(int w, int threads) { return w * w + threads * w; }
+LP_HOST_DEVICE inline int layer_gradient_len(int w) { return w * w + 1; }
+
+LP_HOST_DEVICE inline void layer_gradient_load(Idx3 thread, Idx3 block_dim, int w, const double* K,
+                                               const double* deriv, double* sh) {
+  if (deriv == nullptr) load_transposed(thread, block_dim, w, K, sh);
+}
+
+template <class Act, int W>
+LP_HOST_DEVICE inline void layer_gradient_rows(Idx3 block, Idx3 thread, Idx3 block_dim, int w, double b,
+                                               const double* LP_RESTRICT u, const double* LP_RESTRICT lam_next,
+                                               const double* LP_RESTRICT deriv, int s, double* sh) {
+  const int i = example_of(block, thread, block_dim);
+  double* d = sh + w * w + thread.x * w;
+  if (i >= s) {
+    for (int r = 0; r < w; ++r) d[r] = 0.0;
+    return;
+  }
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  if (deriv) {
+    for (int r = 0; r < w; ++r) d[r] = deriv[o + r] * lam_next[o + r];
+  } else {
+    dense_deriv_example<Act, W>(w, sh, b, u + o, d);
+    for (int r = 0; r < w; ++r) d[r] *= lam_next[o + r];
+  }
+}
+
+LP_HOST_DEVICE inline void layer_gradient_entries(Idx3 block, Idx3 thread, Idx3 block_dim, int w,
+                                                  const double* LP_RESTRICT u, int s, double gscale,
+                                                  const double* LP_RESTRICT sh, double* LP_RESTRICT partial) {
+  const int i0 = block.x * block_dim.x;
+  const int rows = s - i0 < block_dim.x ? s - i0 : block_dim.x;
+  const double* D = sh + w * w;
+  const int len = layer_gradient_len(w);
+  for (int e = thread.x; e < len; e += block_dim.x) {
+    double acc = 0.0;
+    if (e < w * w) {
+      const int r = e / w, c = e % w;
+      for (int i = 0; i < rows; ++i)
+        acc += (gscale * D[i * w + r]) * u[static_cast<std::size_t>(i0 + i) * w + c];
+    } else {
+      for (int i = 0; i < rows; ++i)
+        for (int r = 0; r < w; ++r) acc += gscale * D[i * w + r];
+    }
+    partial[static_cast<std::size_t>(block.x) * len + e] = acc;
+  }
+}
+
+// ================================================================== classifier
+// Softmax cross-entropy per example (one thread each): loss, correct flag and
+// lam_N = Wc^T (p - onehot) scale; then the block's partials of
+// [loss, hits, gW (nc*w), gmu (nc)] (gradient entries only when wanted).
+// Phases: classifier_rows | classifier_entries. Shared: block.x (nc + 2) doubles.
+
+LP_HOST_DEVICE inline int classifier_shared(int nc, int threads) { return threads * (nc + 2); }
+LP_HOST_DEVICE inline int classifier_len(int w, int nc, bool grad) { return grad ? 2 + nc * w + nc : 2; }
+
+LP_HOST_DEVICE inline void classifier_rows(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int nc,
+                                           const double* LP_RESTRICT Wc, const double* LP_RESTRICT mu,
+                                           const double* LP_RESTRICT U, const std::int64_t* LP_RESTRICT labels,
+                                           int s, double scale, double* LP_RESTRICT lam, double* LP_RESTRICT sh) {
+  const int i = example_of(block, thread, block_dim);
+  double* delta = sh + thread.x * nc;
+  double* loss = sh + block_dim.x * nc;
+  double* hits = loss + block_dim.x;
+  if (i >= s) {
+    for (int j = 0; j < nc; ++j) delta[j] = 0.0;
+    loss[thread.x] = 0.0;
+    hits[thread.x] = 0.0;
+    return;
+  }
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  double z[kMaxClasses];
+  bool ok = false;
+  loss[thread.x] = softmax_xent_example(w, nc, Wc, mu, U + o, static_cast<int>(labels[i]), scale, z, delta, ok);
+  hits[thread.x] = ok ? 1.0 : 0.0;
+  if (lam) {
+    double* l = lam + o;
+    for (int k = 0; k < w; ++k) l[k] = 0.0;
+    for (int j = 0; j < nc; ++j) {
+      const double dj = delta[j];
+      const double* Wj = Wc + j * w;
+      for (int k = 0; k < w; ++k) l[k] += Wj[k] * dj;
+    }
+  }
+}
+
+LP_HOST_DEVICE inline void classifier_entries(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int nc,
+                                              const double* LP_RESTRICT U, int s, bool grad,
+                                              const double* LP_RESTRICT sh, double* LP_RESTRICT partial) {
+  const int i0 = block.x * block_dim.x;
+  const int rows = s - i0 < block_dim.x ? s - i0 : block_dim.x;
+  const double* loss = sh + block_dim.x * nc;
+  const double* hits = loss + block_dim.x;
+  const int len = classifier_len(w, nc, grad);
+  for (int e = thread.x; e < len; e += block_dim.x) {
+    double acc = 0.0;
+    if (e < 2) {
+      const double* v = e == 0 ? loss : hits;
+      for (int i = 0; i < rows; ++i) acc += v[i];
+    } else if (e < 2 + nc * w) {
+      const int j = (e - 2) / w, k = (e - 2) % w;
+      for (int i = 0; i < rows; ++i) acc += sh[i * nc + j] * U[static_cast<std::size_t>(i0 + i) * w + k];
+    } else {
+      const int j = e - 2 - nc * w;
+      for (int i = 0; i < rows; ++i) acc += sh[i * nc + j];
+    }
+    partial[static_cast<std::size_t>(block.x) * len + e] = acc;
+  }
+}
+
+// ================================================================== residual norm
+// sum_k (a_k - b_k)^2 (b may be null) over n entries: a grid-stride loop per
+// thread, a shared-memory tree per block (block.x a power of two), one partial
+// per block, then sum_partials (len 1) in block order.
+// Phases: sumsq_load | sumsq_tree(stride) for stride = block.x/2 .. 1 | sumsq_store.
+// Shared: block.x doubles.
+
+LP_HOST_DEVICE inline void sumsq_load(Idx3 block, Idx3 thread, Idx3 block_dim, Idx3 grid_dim,
+                                      const double* LP_RESTRICT a, const double* LP_RESTRICT b, long long n,
+                                      double* sh) {
+  const long long stride = static_cast<long long>(block_dim.x) * grid_dim.x;
+  double acc = 0.0;
+  for (long long k = example_of(block, thread, block_dim); k < n; k += stride) {
+    const double dk = b ? a[k] - b[k] : a[k];
+    acc += dk * dk;
+  }
+  sh[thread.x] = acc;
+}
+
+LP_HOST_DEVICE inline void sumsq_tree(Idx3 thread, int stride, double* sh) {
+  if (thread.x < stride) sh[thread.x] += sh[thread.x + stride];
+}
+
+LP_HOST_DEVICE inline void sumsq_store(Idx3 block, Idx3 thread, const double* sh, double* partial) {
+  if (thread.x == 0) partial[block.x] = sh[0];
+}
+
+}  // namespace layerparallel::kernels
