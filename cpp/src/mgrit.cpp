@@ -230,23 +230,42 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
   const std::size_t ss = ss_;
   const long long n = parallel(hier_.n_fintervals(level), [&](int c) -> long long {
     const FInterval iv = hier_.finterval(level, c);
-    if (!have_g && !reuse && !scratch) {
-      // A plain chain of steps (no right-hand side to add, nothing reused): hand
-      // the whole interval to the propagator so it can fuse the steps.
+    if (!scratch) {
+      // Hand the interval's chain of steps to the propagator so it can fuse them;
+      // a first step reused from the FAS right-hand side is copied instead.
       std::vector<int> idx;
       std::vector<double*> outs;
-      idx.push_back(hier_.fine_index(level, iv.cpoint));
+      std::vector<const double*> rhs;
       if (to_traj) copy_state(ss, point(level, iv.cpoint), traj_.data() + static_cast<std::size_t>(iv.cpoint) * ss);
-      for (int i = iv.f_begin; i < iv.f_end; ++i) {
+      auto dst_of = [&](int i) {
+        return to_traj ? traj_.data() + static_cast<std::size_t>(i) * ss : point(level, i);
+      };
+      auto g_of = [&](int i) { return have_g ? L.g.data() + static_cast<std::size_t>(i) * ss : nullptr; };
+      int start = iv.cpoint;
+      int i = iv.f_begin;
+      if (reuse && i < iv.f_end) {
+        double* dst = dst_of(i);
+        copy_state(ss, L.first.data() + static_cast<std::size_t>(c) * ss, dst);
+        if (have_g) {
+          const double* g = g_of(i);
+          for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
+        }
+        start = i++;
+      }
+      const double* from = start == iv.cpoint ? point(level, iv.cpoint) : dst_of(start);
+      idx.push_back(hier_.fine_index(level, start));
+      for (; i < iv.f_end; ++i) {
         idx.push_back(hier_.fine_index(level, i));
-        outs.push_back(to_traj ? traj_.data() + static_cast<std::size_t>(i) * ss : point(level, i));
+        outs.push_back(dst_of(i));
+        rhs.push_back(g_of(i));
       }
       if (with_pred && iv.next_cpoint >= 0) {
         idx.push_back(hier_.fine_index(level, iv.next_cpoint));
         outs.push_back(L.pred.data() + static_cast<std::size_t>(c + 1) * ss);
+        rhs.push_back(nullptr);  // predictions are Phi(u) without g
       }
       const int count = static_cast<int>(outs.size());
-      if (count > 0) prop_.propagate(level, idx.data(), count, point(level, iv.cpoint), outs.data());
+      if (count > 0) prop_.propagate(level, idx.data(), count, from, outs.data(), have_g ? rhs.data() : nullptr);
       return count;
     }
     long long cnt = 0;
@@ -401,20 +420,26 @@ void Mgrit::coarsest_solve(int level) {
   Level& L = lv_[level];
   const int n = hier_.n_intervals(level);
   const std::size_t ss = ss_;
-  long long cnt = 0;
-  for (int j = 1; j <= n; ++j) {
-    double* dst = point(level, j);
-    if (j == 1 && level > 0 && L.first_valid) {
-      copy_state(ss, L.first.data(), dst);
-    } else {
-      prop_.step(level, hier_.fine_index(level, j - 1), hier_.fine_index(level, j), point(level, j - 1), dst);
-      ++cnt;
-    }
-    if (level > 0) {
-      const double* g = L.g.data() + static_cast<std::size_t>(j) * ss;
-      for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
-    }
+  // One chain of steps through the whole level (the first one possibly reused
+  // from the FAS right-hand side), handed to the propagator to fuse.
+  int j = 1;
+  if (level > 0 && L.first_valid && n >= 1) {
+    double* dst = point(level, 1);
+    copy_state(ss, L.first.data(), dst);
+    const double* g = L.g.data() + ss;
+    for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
+    j = 2;
   }
+  std::vector<int> idx{hier_.fine_index(level, j - 1)};
+  std::vector<double*> outs;
+  std::vector<const double*> rhs;
+  for (int i = j; i <= n; ++i) {
+    idx.push_back(hier_.fine_index(level, i));
+    outs.push_back(point(level, i));
+    rhs.push_back(level > 0 ? L.g.data() + static_cast<std::size_t>(i) * ss : nullptr);
+  }
+  const long long cnt = static_cast<long long>(outs.size());
+  if (cnt > 0) prop_.propagate(level, idx.data(), static_cast<int>(cnt), point(level, j - 1), outs.data(), rhs.data());
   add_steps(level, cnt);
   L.fconsistent = true;
   L.pred_valid = false;

@@ -29,12 +29,20 @@ void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double
                     derivs_ ? derivs_ + static_cast<std::size_t>(n0) * state_size() : nullptr);
 }
 
+namespace {
+// outs[k] += rhs[k] on the rows [off, off + n) of a chunk.
+inline void add_rhs(const double* const* rhs, int k, double* out, std::size_t off, std::size_t n) {
+  if (rhs && rhs[k])
+    for (std::size_t i = 0; i < n; ++i) out[i] += rhs[k][off + i];
+}
+}  // namespace
+
 void ResNetForwardPropagator::propagate(int level, const int* idx, int count, const double* in,
-                                        double* const* outs) {
+                                        double* const* outs, const double* const* rhs) {
   const NetworkSpec& sp = net_.spec();
   const int w = sp.width;
   if (w > kFusedMaxWidth) {
-    Propagator::propagate(level, idx, count, in, outs);
+    Propagator::propagate(level, idx, count, in, outs, rhs);
     return;
   }
   const std::size_t ww = static_cast<std::size_t>(w) * w;
@@ -47,17 +55,18 @@ void ResNetForwardPropagator::propagate(int level, const int* idx, int count, co
     for (int k = 0; k < count; ++k) {
       dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + idx[k]], (idx[k + 1] - idx[k]) * sp.h(),
                        prev, outs[k] + off, rows);
+      add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
       prev = outs[k] + off;
     }
   });
 }
 
 void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, const double* in,
-                                        double* const* outs) {
+                                        double* const* outs, const double* const* rhs) {
   const NetworkSpec& sp = net_.spec();
   const int w = sp.width, N = sp.layers;
   if (w > kFusedMaxWidth || derivs_ == nullptr) {
-    Propagator::propagate(level, idx, count, in, outs);
+    Propagator::propagate(level, idx, count, in, outs, rhs);
     return;
   }
   const std::size_t ww = static_cast<std::size_t>(w) * w;
@@ -70,6 +79,7 @@ void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, co
       const int n1 = N - idx[k], n0 = N - idx[k + 1];
       dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(), nullptr,
                           prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + n0 * sz + off);
+      add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
       prev = outs[k] + off;
     }
   });

@@ -27,15 +27,20 @@ class Propagator {
   virtual void step(int level, int i0, int i1, const double* in, double* out) = 0;
 
   /// Chains `count` steps on `level` through the fine indices idx[0] -> idx[1] ->
-  /// ... -> idx[count]: outs[k] = Phi(outs[k-1]) with outs[-1] = in (the F-sweep of
-  /// one interval). The default calls step() in a loop; a problem whose state
-  /// splits into independent parts (a batch of examples) overrides it to carry
-  /// each part through all the steps while it sits in cache. Must produce exactly
-  /// what the loop of step() calls produces.
-  virtual void propagate(int level, const int* idx, int count, const double* in, double* const* outs) {
+  /// ... -> idx[count]: outs[k] = Phi(outs[k-1]) + rhs[k] with outs[-1] = in (the
+  /// F-sweep of one interval; rhs == nullptr or rhs[k] == nullptr means no
+  /// right-hand side, as on the finest level). The default calls step() in a
+  /// loop; a problem whose state splits into independent parts (a batch of
+  /// examples) overrides it to carry each part through all the steps while it
+  /// sits in cache. Must produce exactly what the loop produces.
+  virtual void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
+                         const double* const* rhs = nullptr) {
     const double* prev = in;
+    const std::size_t n = state_size();
     for (int k = 0; k < count; ++k) {
       step(level, idx[k], idx[k + 1], prev, outs[k]);
+      if (rhs && rhs[k])
+        for (std::size_t i = 0; i < n; ++i) outs[k][i] += rhs[k][i];
       prev = outs[k];
     }
   }

@@ -26,7 +26,8 @@ class ResNetForwardPropagator final : public Propagator {
   void step(int level, int i0, int i1, const double* in, double* out) override;
   /// Narrow widths: each chunk of examples goes through all the interval's steps
   /// while it is in cache (the same arithmetic as step() in a loop).
-  void propagate(int level, const int* idx, int count, const double* in, double* const* outs) override;
+  void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
+                 const double* const* rhs = nullptr) override;
 
  private:
   const DenseResNet& net_;
@@ -50,7 +51,8 @@ class ResNetAdjointPropagator final : public Propagator {
   }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   void step(int level, int k0, int k1, const double* in, double* out) override;
-  void propagate(int level, const int* idx, int count, const double* in, double* const* outs) override;
+  void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
+                 const double* const* rhs = nullptr) override;
 
  private:
   const DenseResNet& net_;
