@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "layerparallel/cuda.h"
 #include "layerparallel/network.h"
 #include "layerparallel/threading.h"
 
@@ -67,6 +68,8 @@ void bind_network(py::module_& m) {
     return false;
 #endif
   });
+  m.def("cuda_status", &cuda_status,
+        "One sentence saying whether the CUDA backend can be used here and, if not, why.");
 
   py::class_<DenseResNet>(m, "DenseResNet", "Dense residual network (ALGORITHM.md sections 1-2).")
       .def(py::init([](int nf, int nc, int w, int N, double T, const std::string& a, const std::string& o) {

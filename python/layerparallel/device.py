@@ -1,4 +1,5 @@
-"""Device selection. This build runs on the CPU; the CUDA backend arrives with its issue."""
+"""Device selection. Training runs on the CPU; the compiled CUDA kernels exist
+(dense layer, block propagation, gradients), device-resident training does not yet."""
 from __future__ import annotations
 
 from . import _core
@@ -7,8 +8,8 @@ __all__ = ["cuda_available", "check_device"]
 
 
 def cuda_available() -> bool:
-    """True when the CUDA backend is compiled in and a device can be used."""
-    return False
+    """True when the CUDA backend is compiled in and a usable device is present."""
+    return _core.built_with_cuda() and _core.cuda_status().startswith("CUDA device")
 
 
 def check_device(device: str) -> str:
@@ -16,7 +17,10 @@ def check_device(device: str) -> str:
     if device == "cpu":
         return device
     if device == "cuda":
-        if not _core.built_with_cuda():
-            raise ValueError("device 'cuda' is not available: layerparallel was built without CUDA")
-        raise ValueError("device 'cuda' is not available: the CUDA backend is not implemented in this version")
+        if not cuda_available():
+            raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")
+        raise ValueError(
+            "device 'cuda' is not available: training on the GPU is not implemented in this version "
+            f"(the CUDA kernels are built; {_core.cuda_status()})"
+        )
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")

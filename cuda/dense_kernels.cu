@@ -1,0 +1,374 @@
+// CUDA kernels of the dense residual layer and their host launch wrappers.
+// Each __global__ kernel only maps blockIdx/threadIdx/blockDim/gridDim onto the
+// bodies of dense_kernels_impl.h and puts __syncthreads() between their phases;
+// all arithmetic lives in those bodies (tested on the CPU by
+// tests/cpp/test_kernel_harness.cpp).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "cuda_check.cuh"
+#include "layerparallel/cuda.h"
+#include "layerparallel/dense_kernels_impl.h"
+
+namespace layerparallel {
+
+namespace {
+
+using kernels::Idx3;
+
+LP_DEVICE inline Idx3 idx3(const uint3& v) { return {static_cast<int>(v.x), static_cast<int>(v.y), static_cast<int>(v.z)}; }
+LP_DEVICE inline Idx3 idx3(const dim3& v) { return {static_cast<int>(v.x), static_cast<int>(v.y), static_cast<int>(v.z)}; }
+
+#define LP_KERNEL_INDICES                        \
+  const Idx3 blk = idx3(blockIdx);               \
+  const Idx3 thr = idx3(threadIdx);              \
+  const Idx3 bdim = idx3(blockDim);              \
+  (void)blk;                                     \
+  (void)thr;                                     \
+  (void)bdim
+
+// ------------------------------------------------------------------ kernels
+
+template <class Act, int W>
+__global__ void dense_step_kernel(int w, const double* K, double b, double dt, const double* in, double* out,
+                                  int s) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::dense_step_load(thr, bdim, w, K, sh);
+  __syncthreads();
+  kernels::dense_step_compute<Act, W>(blk, thr, bdim, w, b, dt, in, out, s, sh);
+}
+
+template <class Act, int W>
+__global__ void dense_adjoint_kernel(int w, const double* K, double b, double dt, const double* u,
+                                     const double* lam_next, double* lam, int s) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::dense_adjoint_load(thr, bdim, w, K, sh);
+  __syncthreads();
+  kernels::dense_adjoint_compute<Act, W>(blk, thr, bdim, w, b, dt, u, lam_next, lam, s, sh);
+}
+
+template <int W>
+__global__ void dense_adjoint_deriv_kernel(int w, const double* K, double dt, const double* deriv,
+                                           const double* lam_next, double* lam, int s) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::dense_adjoint_deriv_load(thr, bdim, w, K, sh);
+  __syncthreads();
+  kernels::dense_adjoint_deriv_compute<W>(blk, thr, bdim, w, dt, deriv, lam_next, lam, s, sh);
+}
+
+template <class Act, int W>
+__global__ void block_propagate_kernel(kernels::PropagateArgs a) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  double cur[kernels::kMaxWidth];
+  kernels::block_propagate_begin(blk, thr, bdim, a.w, a.s, a.iv, cur);
+  const int steps = kernels::block_propagate_steps(blk, a.iv);
+  for (int k = 0; k < steps; ++k) {
+    kernels::block_propagate_load(k, blk, thr, bdim, a, sh);
+    __syncthreads();
+    kernels::block_propagate_step<Act, W>(k, blk, thr, bdim, a, sh, cur);
+    __syncthreads();
+  }
+}
+
+template <int W>
+__global__ void block_adjoint_kernel(kernels::AdjointPropagateArgs a) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  double cur[kernels::kMaxWidth];
+  kernels::block_propagate_begin(blk, thr, bdim, a.w, a.s, a.iv, cur);
+  const int steps = kernels::block_propagate_steps(blk, a.iv);
+  for (int k = 0; k < steps; ++k) {
+    kernels::block_adjoint_load(k, blk, thr, bdim, a, sh);
+    __syncthreads();
+    kernels::block_adjoint_step<W>(k, blk, thr, bdim, a, sh, cur);
+    __syncthreads();
+  }
+}
+
+template <class Act, int W>
+__global__ void layer_gradient_kernel(int w, const double* K, double b, const double* u, const double* lam_next,
+                                      const double* deriv, int s, double gscale, double* partial) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::layer_gradient_load(thr, bdim, w, K, deriv, sh);
+  __syncthreads();
+  kernels::layer_gradient_rows<Act, W>(blk, thr, bdim, w, b, u, lam_next, deriv, s, sh);
+  __syncthreads();
+  kernels::layer_gradient_entries(blk, thr, bdim, w, u, s, gscale, sh, partial);
+}
+
+__global__ void classifier_kernel(int w, int nc, const double* Wc, const double* mu, const double* U,
+                                  const std::int64_t* labels, int s, double scale, double* lam, bool grad,
+                                  double* partial) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::classifier_rows(blk, thr, bdim, w, nc, Wc, mu, U, labels, s, scale, lam, sh);
+  __syncthreads();
+  kernels::classifier_entries(blk, thr, bdim, w, nc, U, s, grad, sh, partial);
+}
+
+__global__ void sumsq_kernel(const double* a, const double* b, long long n, double* partial) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::sumsq_load(blk, thr, bdim, idx3(gridDim), a, b, n, sh);
+  __syncthreads();
+  for (int stride = bdim.x / 2; stride > 0; stride /= 2) {
+    kernels::sumsq_tree(thr, stride, sh);
+    __syncthreads();
+  }
+  kernels::sumsq_store(blk, thr, sh, partial);
+}
+
+__global__ void sum_partials_kernel(const double* partial, int nblocks, int len, kernels::PartialTargets t) {
+  LP_KERNEL_INDICES;
+  kernels::sum_partials(blk, thr, bdim, partial, nblocks, len, t);
+}
+
+// ------------------------------------------------------------------ host helpers
+
+void require_cuda(const char* what) {
+  if (!cuda_available()) throw std::runtime_error(std::string(what) + " cannot run: " + cuda_status());
+}
+
+void require_width(int w) {
+  LP_REQUIRE(w >= 1 && w <= kernels::kMaxWidth,
+             "the CUDA kernels take widths 1.." << kernels::kMaxWidth << " (wider layers need the cuBLAS path, "
+                                                << "not implemented yet), got " << w);
+}
+
+int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
+
+std::size_t shared_bytes(int doubles) { return static_cast<std::size_t>(doubles) * sizeof(double); }
+
+// Compile-time widths for the common narrow layers (state in registers); others run with a runtime width.
+template <class F>
+void dispatch(Activation a, int w, F&& f) {
+  auto with_w = [&](auto A) {
+    switch (w) {
+      case 8: f(A, std::integral_constant<int, 8>{}); break;
+      case 16: f(A, std::integral_constant<int, 16>{}); break;
+      case 32: f(A, std::integral_constant<int, 32>{}); break;
+      default: f(A, std::integral_constant<int, 0>{}); break;
+    }
+  };
+  switch (a) {
+    case Activation::Tanh: with_w(TanhAct{}); break;
+    case Activation::Relu: with_w(ReluAct{}); break;
+    case Activation::SmoothRelu: with_w(SmoothReluAct{}); break;
+    default: LP_REQUIRE(false, "unknown activation code " << static_cast<int>(a));
+  }
+}
+
+// Flattens the interval description into device arrays (kept alive by the caller until the launch is done).
+struct DeviceIntervals {
+  DeviceBuffer<int> step_start, idx;
+  DeviceBuffer<const double*> in;
+  DeviceBuffer<double*> out;
+  kernels::IntervalSteps view;
+};
+
+DeviceIntervals upload_intervals(const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
+                                 const std::vector<std::vector<double*>>& outs) {
+  const int nc = static_cast<int>(idx.size());
+  LP_REQUIRE(nc >= 1 && nc <= 65535, "block propagation needs 1..65535 intervals, got " << nc);
+  LP_REQUIRE(in.size() == idx.size() && outs.size() == idx.size(),
+             "block propagation needs one start state and one output list per interval, got "
+                 << idx.size() << " index lists, " << in.size() << " start states and " << outs.size()
+                 << " output lists");
+  std::vector<int> start(1, 0), flat;
+  std::vector<double*> out_flat;
+  for (int c = 0; c < nc; ++c) {
+    const int count = static_cast<int>(idx[c].size()) - 1;
+    LP_REQUIRE(count >= 1 && static_cast<int>(outs[c].size()) == count,
+               "interval " << c << " needs at least 2 indices and one output per step, got " << idx[c].size()
+                           << " indices and " << outs[c].size() << " outputs");
+    start.push_back(start.back() + count);
+    flat.insert(flat.end(), idx[c].begin(), idx[c].end());
+    out_flat.insert(out_flat.end(), outs[c].begin(), outs[c].end());
+  }
+  DeviceIntervals d{DeviceBuffer<int>(start), DeviceBuffer<int>(flat), DeviceBuffer<const double*>(in),
+                    DeviceBuffer<double*>(out_flat), {}};
+  d.view.intervals = nc;
+  d.view.step_start = d.step_start.data();
+  d.view.idx = d.idx.data();
+  d.view.in = d.in.data();
+  d.view.out = d.out.data();
+  return d;
+}
+
+// Adds the per-block partials (nblocks rows of len) in block order into the targets.
+void launch_sum_partials(const double* partial, int nblocks, int len, const kernels::PartialTargets& t) {
+  const int threads = 128;
+  LP_CUDA_LAUNCH(sum_partials_kernel, blocks_for(len, threads), threads, 0, partial, nblocks, len, t);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ wrappers
+
+void cuda_dense_step(Activation act, int w, const double* K, double b, double dt, const double* in, double* out,
+                     int s) {
+  require_cuda("cuda_dense_step");
+  require_width(w);
+  if (s <= 0) return;
+  dispatch(act, w, [&](auto A, auto WC) {
+    auto kern = dense_step_kernel<decltype(A), decltype(WC)::value>;
+    LP_CUDA_LAUNCH(kern, blocks_for(s, kernels::kStepThreads), kernels::kStepThreads,
+                   shared_bytes(kernels::dense_step_shared(w)), w, K, b, dt, in, out, s);
+  });
+}
+
+void cuda_dense_adjoint_step(Activation act, int w, const double* K, double b, double dt, const double* u,
+                             const double* lam_next, double* lam, int s, const double* deriv) {
+  require_cuda("cuda_dense_adjoint_step");
+  require_width(w);
+  if (s <= 0) return;
+  const int blocks = blocks_for(s, kernels::kStepThreads);
+  dispatch(act, w, [&](auto A, auto WC) {
+    constexpr int W = decltype(WC)::value;
+    if (deriv) {
+      auto kern = dense_adjoint_deriv_kernel<W>;
+      LP_CUDA_LAUNCH(kern, blocks, kernels::kStepThreads, shared_bytes(kernels::dense_adjoint_deriv_shared(w)), w, K,
+                     dt, deriv, lam_next, lam, s);
+    } else {
+      auto kern = dense_adjoint_kernel<decltype(A), W>;
+      LP_CUDA_LAUNCH(kern, blocks, kernels::kStepThreads, shared_bytes(kernels::dense_adjoint_shared(w)), w, K, b,
+                     dt, u, lam_next, lam, s);
+    }
+  });
+}
+
+void cuda_block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
+                          const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
+                          const std::vector<std::vector<double*>>& outs) {
+  require_cuda("cuda_block_propagate");
+  require_width(w);
+  if (s <= 0) return;
+  DeviceIntervals d = upload_intervals(idx, in, outs);
+  kernels::PropagateArgs a;
+  a.w = w;
+  a.s = s;
+  a.h = h;
+  a.K = K;
+  a.bias = bias;
+  a.iv = d.view;
+  const dim3 grid(blocks_for(s, kernels::kStepThreads), d.view.intervals);
+  dispatch(act, w, [&](auto A, auto WC) {
+    auto kern = block_propagate_kernel<decltype(A), decltype(WC)::value>;
+    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_propagate_shared(w)), a);
+  });
+  // The interval arrays are freed on return: wait for the kernel that reads them.
+  LP_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void cuda_block_adjoint_propagate(int w, int s, int layers, double h, const double* K, const double* deriv,
+                                  const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
+                                  const std::vector<std::vector<double*>>& outs) {
+  require_cuda("cuda_block_adjoint_propagate");
+  require_width(w);
+  if (s <= 0) return;
+  DeviceIntervals d = upload_intervals(idx, in, outs);
+  kernels::AdjointPropagateArgs a;
+  a.w = w;
+  a.s = s;
+  a.layers = layers;
+  a.h = h;
+  a.K = K;
+  a.deriv = deriv;
+  a.iv = d.view;
+  const dim3 grid(blocks_for(s, kernels::kStepThreads), d.view.intervals);
+  dispatch(Activation::Tanh, w, [&](auto, auto WC) {
+    auto kern = block_adjoint_kernel<decltype(WC)::value>;
+    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_adjoint_shared(w)), a);
+  });
+  LP_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void cuda_layer_gradient(Activation act, int w, const double* K, double b, const double* u, const double* lam_next,
+                         int s, double* gK, double* gb, double gscale, const double* deriv) {
+  require_cuda("cuda_layer_gradient");
+  require_width(w);
+  if (s <= 0) return;
+  const int threads = kernels::kReduceThreads;
+  const int blocks = blocks_for(s, threads);
+  const int len = kernels::layer_gradient_len(w);
+  DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * len);
+  dispatch(act, w, [&](auto A, auto WC) {
+    auto kern = layer_gradient_kernel<decltype(A), decltype(WC)::value>;
+    LP_CUDA_LAUNCH(kern, blocks, threads, shared_bytes(kernels::layer_gradient_shared(w, threads)), w, K, b, u,
+                   lam_next, deriv, s, gscale, partial.data());
+  });
+  kernels::PartialTargets t;
+  t.dst[0] = gK;
+  t.end[0] = w * w;
+  t.dst[1] = gb;
+  t.end[1] = len;
+  t.end[2] = len;
+  launch_sum_partials(partial.data(), blocks, len, t);
+  LP_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, const double* U,
+                            const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
+                            double* gW, double* gmu) {
+  require_cuda("cuda_classifier_loss");
+  require_width(w);
+  LP_REQUIRE(nc >= 1 && nc <= kernels::kMaxClasses,
+             "the CUDA classifier takes 1.." << kernels::kMaxClasses << " classes, got " << nc);
+  if (s <= 0) {
+    if (correct) *correct = 0;
+    return 0.0;
+  }
+  const bool grad = gW != nullptr;
+  const int threads = kernels::kReduceThreads;
+  const int blocks = blocks_for(s, threads);
+  const int len = kernels::classifier_len(w, nc, grad);
+  DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * len), totals(2);
+  totals.zero();
+  LP_CUDA_LAUNCH(classifier_kernel, blocks, threads, shared_bytes(kernels::classifier_shared(nc, threads)), w, nc,
+                 Wc, mu, U, labels, s, scale, lam, grad, partial.data());
+  kernels::PartialTargets t;
+  t.dst[0] = totals.data();
+  t.end[0] = 2;
+  t.dst[1] = gW;
+  t.end[1] = grad ? 2 + nc * w : 2;
+  t.dst[2] = gmu;
+  t.end[2] = len;
+  launch_sum_partials(partial.data(), blocks, len, t);
+  double host[2];
+  totals.download(host, 2);  // synchronises
+  if (correct) *correct = static_cast<std::int64_t>(host[1]);
+  return host[0];
+}
+
+double cuda_residual_norm(const double* a, const double* b, std::size_t n) {
+  require_cuda("cuda_residual_norm");
+  if (n == 0) return 0.0;
+  const int threads = 256;
+  const long long needed = (static_cast<long long>(n) + threads - 1) / threads;
+  const int blocks = static_cast<int>(std::min<long long>(needed, kernels::kNormMaxBlocks));
+  DeviceBuffer<double> partial(blocks), total(1);
+  total.zero();
+  LP_CUDA_LAUNCH(sumsq_kernel, blocks, threads, shared_bytes(threads), a, b, static_cast<long long>(n),
+                 partial.data());
+  kernels::PartialTargets t;
+  t.dst[0] = total.data();
+  t.end[0] = 1;
+  t.end[1] = 1;
+  t.end[2] = 1;
+  launch_sum_partials(partial.data(), blocks, 1, t);
+  double host = 0.0;
+  total.download(&host, 1);
+  return std::sqrt(host);
+}
+
+}  // namespace layerparallel
