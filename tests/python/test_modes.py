@@ -106,3 +106,23 @@ def test_interval_threads_do_not_change_results(data):
         out.append([r["objective"] for r in res.history])
     _core.set_num_threads(0)
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("options", [
+    {"store": "cpoints"},
+    {"fmg": True},
+    {"skip_first_down": True},
+    {"cycle": "F"},
+    {"relax": "FCF,FCFCF", "cfactor": 3},
+    {"cfactor_fine": 4, "cfactor": 2, "max_levels": 3},
+])
+def test_engine_options_give_the_serial_gradient(data, options):
+    cfg = cfg_for("exact", mgrit=options)
+    model = build_model(cfg, data)
+    model.theta += np.random.default_rng(1).normal(scale=0.2, size=model.size)
+    ev = model.evaluate(data.train_x, data.train_y)
+    solver = MgritSolver(model, cfg.mgrit, "exact")
+    for _ in range(2):  # the second call is warm-started
+        me = solver(model.theta, data.train_x, data.train_y)
+        assert me.objective == pytest.approx(ev.objective, rel=1e-12)
+        np.testing.assert_allclose(me.gradient, ev.gradient, rtol=0, atol=1e-10 * np.abs(ev.gradient).max())
