@@ -312,8 +312,14 @@ def train(model: ResNet, data: Dataset, cfg: Any,
     for it in range(1, opt_cfg.max_iter + 1):
         if batch_size:
             idx = next_batch()
-            bev = solver(theta, X[idx], y[idx])
-            res = optimizer.step(None, theta, bev.objective, bev.gradient)
+            Xb, yb = X[idx], y[idx]
+
+            def batch_fun(th: np.ndarray) -> tuple[float, np.ndarray]:
+                e = solver(th, Xb, yb)
+                return e.objective, e.gradient
+
+            bev = solver(theta, Xb, yb)
+            res = optimizer.step(batch_fun, theta, bev.objective, bev.gradient)
         else:
             res = optimizer.step(full, theta, f, g)
             if not res.accepted and guarded and not solver.exact:

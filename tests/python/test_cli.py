@@ -148,3 +148,15 @@ def test_module_entry_point_and_console_script(small_config, tmp_path):
     r = subprocess.run([sys.executable, "-m", "layerparallel", "train", str(small_config), "--set", "model.layers=-3"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "model.layers" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "adam", "lbfgs"])
+def test_every_optimizer_trains_on_minibatches(small_config, tmp_path, optimizer):
+    out = tmp_path / optimizer
+    assert main(["train", str(small_config), "--out", str(out), "--quiet", "--set", f'optimizer.name="{optimizer}"',
+                 "--set", "optimizer.batch_size=100", "--set", "optimizer.max_iter=30",
+                 "--set", "optimizer.learning_rate=0.05"]) == 0
+    with open(out / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert int(rows[-1]["iteration"]) == 30
+    assert float(rows[-1]["objective"]) < float(rows[0]["objective"])
