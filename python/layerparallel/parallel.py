@@ -183,7 +183,7 @@ class DataParallelSolver:
         loss = total[0] / s_total
         ev = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=total[1] / s_total,
                         correct=int(round(total[1])), examples=s_total, gradient=total[2:] / s_total + greg)
-        self.inner.last, self.inner._last_theta = ev, theta
+        self.inner.remember(ev, theta, features)
         return ev
 
     def monitor(self) -> Optional[str]:

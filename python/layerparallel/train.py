@@ -54,17 +54,23 @@ class SerialSolver:
         self.evaluations = 0
         self.last: Optional[Evaluation] = None
         self._last_theta: Optional[np.ndarray] = None
+        self._last_features: Optional[np.ndarray] = None
 
     def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
                  regularized: bool = True) -> Evaluation:
         ev = self.model.evaluate(features, labels, theta=theta, gradient=True, regularized=regularized)
         self.evaluations += 1
-        self.last, self._last_theta = ev, theta
+        self.remember(ev, theta, features)
         return ev
 
-    def cached(self, theta: np.ndarray) -> Optional[Evaluation]:
-        """The evaluation at ``theta`` if it was the last one computed (saves a sweep)."""
-        if self._last_theta is not None and (self._last_theta is theta or np.array_equal(self._last_theta, theta)):
+    def remember(self, ev: Evaluation, theta: np.ndarray, features: np.ndarray) -> None:
+        self.last, self._last_theta, self._last_features = ev, theta, features
+
+    def cached(self, theta: np.ndarray, features: np.ndarray) -> Optional[Evaluation]:
+        """The evaluation at ``theta`` on ``features`` if it was the last one computed (saves a sweep)."""
+        if self._last_theta is None or self._last_features is not features:
+            return None
+        if self._last_theta is theta or np.array_equal(self._last_theta, theta):
             return self.last
         return None
 
@@ -148,7 +154,7 @@ class MgritSolver(SerialSolver):
         ev = Evaluation(objective=d["objective"], loss=d["loss"], regularization=d["regularization"],
                         accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
                         gradient=d["gradient"])
-        self.last, self._last_theta = ev, theta
+        self.remember(ev, theta, features)
         self.last_report = {"forward": d["forward"], "adjoint": d["adjoint"], "exact": exact}
         return ev
 
@@ -342,7 +348,7 @@ def train(model: ResNet, data: Dataset, cfg: Any,
             if reason is not None:
                 solver.tighten(it, reason)
         if batch_size or it % cfg.train.eval_every == 0 or it == opt_cfg.max_iter:
-            cur = solver.cached(theta)
+            cur = solver.cached(theta, X)
             if cur is None:
                 cur = solver(theta, X, y)
             f, g = cur.objective, cur.gradient
@@ -359,7 +365,7 @@ def train(model: ResNet, data: Dataset, cfg: Any,
     seconds = time.perf_counter() - t0
     last = history[-1]
     if last["iteration"] != it:  # make sure the final state is measured
-        cur = solver.cached(theta) or solver(theta, X, y)
+        cur = solver.cached(theta, X) or solver(theta, X, y)
         last = log(it, 0.0, cur, cur.gradient)
     final = {k: last[k] for k in ("objective", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "grad_norm")}
     return TrainResult(history=history, seconds=seconds, iterations=it, stop_reason=stop_reason,
