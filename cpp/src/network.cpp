@@ -158,50 +158,107 @@ double DenseResNet::regularization(const double* theta, const Regularization& re
   const std::size_t w = spec_.width, N = spec_.layers;
   double value = 0.0;
   // Tikhonov on the opening (if it has parameters) and every hidden layer.
-  auto tik = [&](std::size_t begin, std::size_t end, double g) {
-    double s2 = 0.0;
-    for (std::size_t k = begin; k < end; ++k) {
-      s2 += theta[k] * theta[k];
-      if (grad) grad[k] += g * theta[k];
-    }
-    value += 0.5 * g * s2;
-  };
   if (reg.tikhonov > 0.0) {
-    tik(layout_.opening_weight, layout_.weights, reg.tikhonov);  // opening block (empty for expand)
-    tik(layout_.weights, layout_.classifier_weight, reg.tikhonov);
+    value += tikhonov_term(theta, layout_.opening_weight, layout_.weights, reg.tikhonov, grad);
+    value += tikhonov_term(theta, layout_.weights, layout_.classifier_weight, reg.tikhonov, grad);
   }
-  if (reg.classifier > 0.0) tik(layout_.classifier_weight, layout_.size, reg.classifier);
+  if (reg.classifier > 0.0)
+    value += tikhonov_term(theta, layout_.classifier_weight, layout_.size, reg.classifier, grad);
   // Smoothness in the layer index: (g/2) sum_{n>=1} |(theta_n - theta_{n-1}) / h|^2.
   if (reg.ddt > 0.0 && N > 1) {
-    const double h = spec_.h();
-    const double g = reg.ddt / (h * h);
-    const std::size_t ww = w * w;
-    double s2 = 0.0;
-    for (std::size_t n = 1; n < N; ++n) {
-      const double* Kn = theta + layout_.weights + n * ww;
-      const double* Km = Kn - ww;
-      double* gKn = grad ? grad + layout_.weights + n * ww : nullptr;
-      for (std::size_t k = 0; k < ww; ++k) {
-        const double d = Kn[k] - Km[k];
-        s2 += d * d;
-        if (gKn) {
-          gKn[k] += g * d;
-          gKn[k - ww] -= g * d;
-        }
-      }
-      const double db = theta[layout_.biases + n] - theta[layout_.biases + n - 1];
-      s2 += db * db;
-      if (grad) {
-        grad[layout_.biases + n] += g * db;
-        grad[layout_.biases + n - 1] -= g * db;
-      }
-    }
-    value += 0.5 * g * s2;
+    const double g = reg.ddt / (spec_.h() * spec_.h());
+    value += smoothness_term(theta, layout_.weights, w * w, static_cast<int>(N), g, grad);
+    value += smoothness_term(theta, layout_.biases, 1, static_cast<int>(N), g, grad);
   }
   return value;
 }
 
-// ------------------------------------------------------------------ serial sweeps
+double tikhonov_term(const double* theta, std::size_t begin, std::size_t end, double g, double* grad) {
+  double s2 = 0.0;
+  for (std::size_t k = begin; k < end; ++k) {
+    s2 += theta[k] * theta[k];
+    if (grad) grad[k] += g * theta[k];
+  }
+  return 0.5 * g * s2;
+}
+
+double smoothness_term(const double* theta, std::size_t offset, std::size_t per_layer, int N, double g_over_h2,
+                       double* grad) {
+  double s2 = 0.0;
+  for (int n = 1; n < N; ++n) {
+    const double* cur = theta + offset + n * per_layer;
+    const double* prev = cur - per_layer;
+    double* gcur = grad ? grad + offset + n * per_layer : nullptr;
+    for (std::size_t k = 0; k < per_layer; ++k) {
+      const double d = cur[k] - prev[k];
+      s2 += d * d;
+      if (gcur) {
+        gcur[k] += g_over_h2 * d;
+        gcur[k - per_layer] -= g_over_h2 * d;
+      }
+    }
+  }
+  return 0.5 * g_over_h2 * s2;
+}
+
+// ------------------------------------------------------------------ generic serial sweeps
+void ResidualNetwork::forward_sweep(const double* theta, const double* X, int s, double* states,
+                                    double* derivs) const {
+  const std::size_t sz = state_size(s);
+  opening(theta, X, s, states);
+  for (int n = 0; n < layers(); ++n)
+    step(theta, n, h(), states + n * sz, states + (n + 1) * sz, s, derivs ? derivs + n * sz : nullptr);
+}
+
+void ResidualNetwork::backward_sweep(const double* theta, const double* X, const double* states,
+                                     const double* lamN, int s, double* grad, const double* derivs) const {
+  const std::size_t sz = state_size(s);
+  double* a = workspace(kLam, sz);
+  double* b = workspace(kLam2, sz);
+  std::copy(lamN, lamN + sz, a);
+  for (int n = layers() - 1; n >= 0; --n) {
+    adjoint_step(theta, n, h(), states + n * sz, a, b, s, grad, h(), derivs ? derivs + n * sz : nullptr);
+    std::swap(a, b);
+  }
+  opening_gradient(theta, X, a, s, grad);
+}
+
+Evaluation ResidualNetwork::evaluate(const double* theta, const double* X, const std::int64_t* labels, int s,
+                                     const Regularization& reg, double* grad) const {
+  LP_REQUIRE(s >= 1, "the batch must hold at least one example, got " << s);
+  const std::size_t sz = state_size(s);
+  const int N = layers();
+  const bool derivs_kept = grad != nullptr && keep_derivs();
+  double* states = workspace(kStates, (N + 1) * sz);
+  double* derivs = derivs_kept ? workspace(kDerivs, N * sz) : nullptr;
+  forward_sweep(theta, X, s, states, derivs);
+
+  Evaluation ev;
+  ev.examples = s;
+  const double scale = 1.0 / s;
+  double* lamN = grad ? workspace(kLamN, sz) : nullptr;
+  if (grad) std::fill(grad, grad + param_size(), 0.0);
+  const double total = classifier(theta, states + N * sz, labels, s, scale, &ev.correct, lamN, grad);
+  ev.loss = total / s;
+  if (grad) backward_sweep(theta, X, states, lamN, s, grad, derivs);
+  ev.regularization = regularization(theta, reg, grad);
+  ev.objective = ev.loss + ev.regularization;
+  return ev;
+}
+
+void ResidualNetwork::logits(const double* theta, const double* X, int s, double* Z) const {
+  const std::size_t sz = state_size(s);
+  double* a = workspace(kLam, sz);
+  double* b = workspace(kLam2, sz);
+  opening(theta, X, s, a);
+  for (int n = 0; n < layers(); ++n) {
+    step(theta, n, h(), a, b, s);
+    std::swap(a, b);
+  }
+  classifier_logits(theta, a, s, Z);
+}
+
+// ------------------------------------------------------------------ dense sweeps
 void DenseResNet::forward_sweep(const double* theta, const double* X, int s, double* states,
                                 double* derivs) const {
   const std::size_t sz = state_size(s);
@@ -209,9 +266,7 @@ void DenseResNet::forward_sweep(const double* theta, const double* X, int s, dou
   const int w = spec_.width, N = spec_.layers;
   if (w > kFusedMaxWidth || derivs != nullptr) {
     // Wide: one BLAS GEMM per layer over the whole batch.
-    opening(theta, X, s, states);
-    for (int n = 0; n < N; ++n)
-      step(theta, n, h, states + n * sz, states + (n + 1) * sz, s, derivs ? derivs + n * sz : nullptr);
+    ResidualNetwork::forward_sweep(theta, X, s, states, derivs);
     return;
   }
   // Narrow: each thread carries its chunks of examples through every layer, so a
@@ -237,14 +292,7 @@ void DenseResNet::backward_sweep(const double* theta, const double* X, const dou
   const double h = spec_.h();
   const int w = spec_.width, N = spec_.layers;
   if (w > kFusedMaxWidth || derivs != nullptr) {
-    double* a = workspace(kLam, sz);
-    double* b = workspace(kLam2, sz);
-    std::copy(lamN, lamN + sz, a);
-    for (int n = N - 1; n >= 0; --n) {
-      adjoint_step(theta, n, h, states + n * sz, a, b, s, grad, h, derivs ? derivs + n * sz : nullptr);
-      std::swap(a, b);
-    }
-    opening_gradient(theta, X, a, s, grad);
+    ResidualNetwork::backward_sweep(theta, X, states, lamN, s, grad, derivs);
     return;
   }
   // Narrow: one parallel region; each chunk accumulates its own full gradient and
@@ -277,42 +325,63 @@ void DenseResNet::backward_sweep(const double* theta, const double* X, const dou
   }
 }
 
-Evaluation DenseResNet::evaluate(const double* theta, const double* X, const std::int64_t* labels, int s,
-                                 const Regularization& reg, double* grad) const {
-  LP_REQUIRE(s >= 1, "the batch must hold at least one example, got " << s);
-  const std::size_t sz = state_size(s);
-  const int N = spec_.layers;
-  // Wide layers keep act'(.) from the forward sweep: one GEMM fewer per adjoint step.
-  const bool keep_derivs = grad != nullptr && spec_.width > kFusedMaxWidth;
-  double* states = workspace(kStates, (N + 1) * sz);
-  double* derivs = keep_derivs ? workspace(kDerivs, N * sz) : nullptr;
-  forward_sweep(theta, X, s, states, derivs);
-
-  Evaluation ev;
-  ev.examples = s;
-  const double scale = 1.0 / s;
-  double* lamN = grad ? workspace(kLamN, sz) : nullptr;
-  if (grad) std::fill(grad, grad + layout_.size, 0.0);
-  const double total = classifier(theta, states + N * sz, labels, s, scale, &ev.correct, lamN, grad);
-  ev.loss = total / s;
-  if (grad) backward_sweep(theta, X, states, lamN, s, grad, derivs);
-  ev.regularization = regularization(theta, reg, grad);
-  ev.objective = ev.loss + ev.regularization;
-  return ev;
+void DenseResNet::classifier_logits(const double* theta, const double* UN, int s, double* Z) const {
+  layerparallel::classifier_logits(spec_.width, spec_.n_classes, theta + layout_.classifier_weight,
+                                   theta + layout_.classifier_bias, UN, s, Z);
 }
 
-void DenseResNet::logits(const double* theta, const double* X, int s, double* Z) const {
-  const std::size_t sz = state_size(s);
-  double* a = workspace(kLam, sz);
-  double* b = workspace(kLam2, sz);
-  opening(theta, X, s, a);
-  const double h = spec_.h();
-  for (int n = 0; n < spec_.layers; ++n) {
-    step(theta, n, h, a, b, s);
-    std::swap(a, b);
-  }
-  classifier_logits(spec_.width, spec_.n_classes, theta + layout_.classifier_weight,
-                    theta + layout_.classifier_bias, a, s, Z);
+// ------------------------------------------------------------------ fused chains for MGRIT
+namespace {
+// outs[k] += rhs[k] on the rows [off, off + n) of a chunk.
+inline void add_rhs(const double* const* rhs, int k, double* out, std::size_t off, std::size_t n) {
+  if (rhs && rhs[k])
+    for (std::size_t i = 0; i < n; ++i) out[i] += rhs[k][off + i];
+}
+}  // namespace
+
+bool DenseResNet::propagate(const double* theta_, const int* idx, int count, const double* in,
+                            double* const* outs, const double* const* rhs, int batch_) const {
+  const NetworkSpec& sp = spec_;
+  const int w = sp.width;
+  if (w > kFusedMaxWidth) return false;
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const ParamLayout& L = layout_;
+  std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
+  for (int k = 0; k < count; ++k) transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
+  for_each_chunk(batch_, [&](int r0, int rows) {
+    const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const double* prev = in + off;
+    for (int k = 0; k < count; ++k) {
+      dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + idx[k]], (idx[k + 1] - idx[k]) * sp.h(),
+                       prev, outs[k] + off, rows);
+      add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
+      prev = outs[k] + off;
+    }
+  });
+  return true;
+}
+
+bool DenseResNet::adjoint_propagate(const double* theta_, const int* idx, int count, const double* in,
+                                    double* const* outs, const double* const* rhs, int batch_,
+                                    const double* derivs_) const {
+  const NetworkSpec& sp = spec_;
+  const int w = sp.width, N = sp.layers;
+  if (w > kFusedMaxWidth) return false;
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const std::size_t sz = state_size(batch_);
+  const ParamLayout& L = layout_;
+  for_each_chunk(batch_, [&](int r0, int rows) {
+    const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const double* prev = in + off;
+    for (int k = 0; k < count; ++k) {
+      const int n1 = N - idx[k], n0 = N - idx[k + 1];
+      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(), nullptr,
+                          prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + n0 * sz + off);
+      add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
+      prev = outs[k] + off;
+    }
+  });
+  return true;
 }
 
 }  // namespace layerparallel

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <numeric>
 
-#include "layerparallel/dense.h"
-#include "layerparallel/dense_impl.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
@@ -19,85 +17,41 @@ int checked_batch(int batch) {
 }  // namespace
 
 void ResNetForwardPropagator::step(int, int i0, int i1, const double* in, double* out) {
-  net_.step(theta_, i0, (i1 - i0) * net_.spec().h(), in, out, batch_);
+  net_.step(theta_, i0, (i1 - i0) * net_.h(), in, out, batch_);
 }
 
 void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double* out) {
-  const int N = net_.spec().layers;
+  const int N = net_.layers();
   const int n1 = N - k0, n0 = N - k1;
-  net_.adjoint_step(theta_, n0, (n1 - n0) * net_.spec().h(), (*states_)[n0], in, out, batch_, nullptr, 0.0,
+  net_.adjoint_step(theta_, n0, (n1 - n0) * net_.h(), (*states_)[n0], in, out, batch_, nullptr, 0.0,
                     derivs_ ? derivs_ + static_cast<std::size_t>(n0) * state_size() : nullptr);
 }
 
-namespace {
-// outs[k] += rhs[k] on the rows [off, off + n) of a chunk.
-inline void add_rhs(const double* const* rhs, int k, double* out, std::size_t off, std::size_t n) {
-  if (rhs && rhs[k])
-    for (std::size_t i = 0; i < n; ++i) out[i] += rhs[k][off + i];
-}
-}  // namespace
-
 void ResNetForwardPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs, const double* const* rhs) {
-  const NetworkSpec& sp = net_.spec();
-  const int w = sp.width;
-  if (w > kFusedMaxWidth) {
+  if (!net_.propagate(theta_, idx, count, in, outs, rhs, batch_))
     Propagator::propagate(level, idx, count, in, outs, rhs);
-    return;
-  }
-  const std::size_t ww = static_cast<std::size_t>(w) * w;
-  const ParamLayout& L = net_.layout();
-  std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
-  for (int k = 0; k < count; ++k) transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
-  for_each_chunk(batch_, [&](int r0, int rows) {
-    const std::size_t off = static_cast<std::size_t>(r0) * w;
-    const double* prev = in + off;
-    for (int k = 0; k < count; ++k) {
-      dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + idx[k]], (idx[k + 1] - idx[k]) * sp.h(),
-                       prev, outs[k] + off, rows);
-      add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
-      prev = outs[k] + off;
-    }
-  });
 }
 
 void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs, const double* const* rhs) {
-  const NetworkSpec& sp = net_.spec();
-  const int w = sp.width, N = sp.layers;
-  if (w > kFusedMaxWidth || derivs_ == nullptr) {
+  if (derivs_ == nullptr || !net_.adjoint_propagate(theta_, idx, count, in, outs, rhs, batch_, derivs_))
     Propagator::propagate(level, idx, count, in, outs, rhs);
-    return;
-  }
-  const std::size_t ww = static_cast<std::size_t>(w) * w;
-  const std::size_t sz = state_size();
-  const ParamLayout& L = net_.layout();
-  for_each_chunk(batch_, [&](int r0, int rows) {
-    const std::size_t off = static_cast<std::size_t>(r0) * w;
-    const double* prev = in + off;
-    for (int k = 0; k < count; ++k) {
-      const int n1 = N - idx[k], n0 = N - idx[k + 1];
-      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(), nullptr,
-                          prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + n0 * sz + off);
-      add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
-      prev = outs[k] + off;
-    }
-  });
 }
 
-ResNetMgrit::ResNetMgrit(const DenseResNet& net, int batch, const MgritOptions& forward,
+ResNetMgrit::ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptions& forward,
                          const MgritOptions& adjoint)
     : net_(net),
       batch_(checked_batch(batch)),
-      spec_layers_(net.spec().layers),
+      spec_layers_(net.layers()),
       fprop_(net, batch),
       aprop_(net, batch),
-      forward_(fprop_, net.spec().layers, forward),
-      adjoint_(aprop_, net.spec().layers, adjoint),
+      forward_(fprop_, net.layers(), forward),
+      adjoint_(aprop_, net.layers(), adjoint),
       u0_(net.state_size(batch)),
       lamN_(net.state_size(batch)),
-      states_(net.spec().layers + 1, nullptr),
-      derivs_(static_cast<std::size_t>(net.spec().layers) * net.state_size(batch)) {
+      states_(net.layers() + 1, nullptr),
+      derivs_(static_cast<std::size_t>(net.layers()) * net.state_size(batch)) {
   aprop_.set_states(&states_, derivs_.data());
 }
 
@@ -148,7 +102,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   for (int n = 0; n <= N; ++n) states_[n] = forward_.state(n);
 
   const double scale = 1.0 / s;
-  if (grad) std::fill(grad, grad + net_.layout().size, 0.0);
+  if (grad) std::fill(grad, grad + net_.param_size(), 0.0);
   const double total = net_.classifier(theta, states_[N], labels, s, scale, &out.eval.correct,
                                        grad ? lamN_.data() : nullptr, grad);
   out.eval.loss = total / s;
@@ -174,7 +128,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
 
   // Parameter gradients on the finest level only: layer n needs u_n and
   // lambda_{n+1}; layers are independent (each writes its own block).
-  const double h = net_.spec().h();
+  const double h = net_.h();
 #pragma omp parallel for schedule(static) if (N > 1)
   for (int n = 0; n < N; ++n)
     net_.layer_gradient(theta, n, states_[n], adjoint_.state(N - n - 1), s, grad, h, derivs_.data() + n * sz);

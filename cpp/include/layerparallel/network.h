@@ -61,53 +61,132 @@ struct Evaluation {
   std::int64_t examples = 0;
 };
 
-class DenseResNet {
+/// What every residual network offers the sweeps, the MGRIT propagators and the
+/// bindings: u_{n+1} = u_n + dt sigma(layer_n(u_n)) on a batch of s examples, an
+/// opening before and a softmax classifier after. States are (s, state_width)
+/// row-major. Implementations: DenseResNet, ConvResNet.
+class ResidualNetwork {
  public:
-  explicit DenseResNet(const NetworkSpec& spec);
+  virtual ~ResidualNetwork() = default;
 
-  const NetworkSpec& spec() const { return spec_; }
-  const ParamLayout& layout() const { return layout_; }
-  std::size_t state_size(int s) const { return static_cast<std::size_t>(s) * spec_.width; }
+  virtual int layers() const = 0;
+  virtual double h() const = 0;
+  /// Doubles per example in the input X.
+  virtual int input_size() const = 0;
+  virtual int classes() const = 0;
+  /// Doubles per example in a state.
+  virtual int state_width() const = 0;
+  virtual std::size_t param_size() const = 0;
+  std::size_t state_size(int s) const { return static_cast<std::size_t>(s) * state_width(); }
 
-  // ---- per-layer building blocks on a batch of s examples; states are (s, w) row-major
-  void opening(const double* theta, const double* X, int s, double* U0) const;
-  /// out = in + dt * act(K_n in + b_n).
-  void step(const double* theta, int n, double dt, const double* in, double* out, int s,
-            double* deriv = nullptr) const;
-  /// lam = lam_next + dt K_n^T (act'(K_n u + b_n) * lam_next); if grad != nullptr, the
+  // ---- per-layer building blocks on a batch of s examples
+  virtual void opening(const double* theta, const double* X, int s, double* U0) const = 0;
+  /// out = in + dt * act(layer_n(in)); deriv (optional) receives act'(.).
+  virtual void step(const double* theta, int n, double dt, const double* in, double* out, int s,
+                    double* deriv = nullptr) const = 0;
+  /// lam = lam_next + dt layer_n^T (act'(layer_n(u)) * lam_next); if grad != nullptr the
   /// gradient of layer n (scaled by gscale, normally h) is accumulated into grad.
-  void adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next,
-                    double* lam, int s, double* grad = nullptr, double gscale = 0.0,
-                    const double* deriv = nullptr) const;
-  /// Accumulates the gradient of layer n (scaled by gscale) from u_n and lam_{n+1}
-  /// (deriv = act'(K_n u_n + b_n) when known).
-  void layer_gradient(const double* theta, int n, const double* u, const double* lam_next, int s,
-                      double* grad, double gscale, const double* deriv = nullptr) const;
-  /// deriv = act'(K_n u + b_n): layer n linearised about u.
-  void activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const;
+  virtual void adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next,
+                            double* lam, int s, double* grad = nullptr, double gscale = 0.0,
+                            const double* deriv = nullptr) const = 0;
+  /// Accumulates the gradient of layer n (scaled by gscale) from u_n and lam_{n+1}.
+  virtual void layer_gradient(const double* theta, int n, const double* u, const double* lam_next, int s,
+                              double* grad, double gscale, const double* deriv = nullptr) const = 0;
+  /// deriv = act'(layer_n(u)): layer n linearised about u.
+  virtual void activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const = 0;
   /// Summed loss over the batch; lam (optional) receives dJ/du_N for the mean loss
   /// (weight `scale` per example); grad (optional) accumulates the classifier gradient.
-  double classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
-                    double scale, std::int64_t* correct, double* lam, double* grad) const;
-  void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
-                        double* grad) const;
+  virtual double classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
+                            double scale, std::int64_t* correct, double* lam, double* grad) const = 0;
+  virtual void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
+                                double* grad) const = 0;
   /// Value of the regularisers; adds their gradient into grad when non-null.
-  double regularization(const double* theta, const Regularization& reg, double* grad) const;
+  virtual double regularization(const double* theta, const Regularization& reg, double* grad) const = 0;
+  /// Logits (s, classes) from final states.
+  virtual void classifier_logits(const double* theta, const double* UN, int s, double* Z) const = 0;
 
-  // ---- serial sweeps
-  /// states: (N+1) * s * w; state n at states + n*s*w.
-  void forward_sweep(const double* theta, const double* X, int s, double* states,
-                     double* derivs = nullptr) const;
+  /// Optional fused chains of steps for the MGRIT propagators (the contract of
+  /// Propagator::propagate, with fine layer indices idx and step size h per index);
+  /// return false to get the plain loop of steps.
+  virtual bool propagate(const double*, const int*, int, const double*, double* const*, const double* const*,
+                         int) const {
+    return false;
+  }
+  /// The adjoint chain in reversed index k = N - n, with act'(.) of every layer in derivs.
+  virtual bool adjoint_propagate(const double*, const int*, int, const double*, double* const*,
+                                 const double* const*, int, const double*) const {
+    return false;
+  }
+
+  // ---- serial sweeps (generic: one step per layer; implementations may fuse)
+  /// states: (N+1) * state_size(s); state n at states + n * state_size(s).
+  virtual void forward_sweep(const double* theta, const double* X, int s, double* states,
+                             double* derivs = nullptr) const;
   /// Adjoint sweep from lam_N down to lam_0, accumulating layer gradients and the opening's.
-  void backward_sweep(const double* theta, const double* X, const double* states, const double* lamN,
-                      int s, double* grad, const double* derivs = nullptr) const;
+  virtual void backward_sweep(const double* theta, const double* X, const double* states, const double* lamN,
+                              int s, double* grad, const double* derivs = nullptr) const;
+  /// Whether evaluate() should keep act'(.) from the forward sweep for the adjoint.
+  virtual bool keep_derivs() const { return true; }
 
   /// Objective, loss and accuracy on (X, labels); the gradient when grad != nullptr
   /// (grad is overwritten). Serial forward and backward sweeps.
   Evaluation evaluate(const double* theta, const double* X, const std::int64_t* labels, int s,
                       const Regularization& reg, double* grad) const;
-  /// Logits (s, n_classes).
+  /// Logits (s, classes).
   void logits(const double* theta, const double* X, int s, double* Z) const;
+};
+
+/// (g/2) |theta[begin:end]|^2; adds the gradient into grad when non-null.
+double tikhonov_term(const double* theta, std::size_t begin, std::size_t end, double g, double* grad);
+
+/// (g/2) sum_{n>=1} |(theta_n - theta_{n-1}) / h|^2 over layer blocks of `per_layer`
+/// doubles starting at `offset`; adds the gradient into grad when non-null.
+double smoothness_term(const double* theta, std::size_t offset, std::size_t per_layer, int N, double g_over_h2,
+                       double* grad);
+
+class DenseResNet : public ResidualNetwork {
+ public:
+  explicit DenseResNet(const NetworkSpec& spec);
+
+  const NetworkSpec& spec() const { return spec_; }
+  const ParamLayout& layout() const { return layout_; }
+
+  int layers() const override { return spec_.layers; }
+  double h() const override { return spec_.h(); }
+  int input_size() const override { return spec_.n_features; }
+  int classes() const override { return spec_.n_classes; }
+  int state_width() const override { return spec_.width; }
+  std::size_t param_size() const override { return layout_.size; }
+
+  void opening(const double* theta, const double* X, int s, double* U0) const override;
+  void step(const double* theta, int n, double dt, const double* in, double* out, int s,
+            double* deriv = nullptr) const override;
+  void adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next,
+                    double* lam, int s, double* grad = nullptr, double gscale = 0.0,
+                    const double* deriv = nullptr) const override;
+  void layer_gradient(const double* theta, int n, const double* u, const double* lam_next, int s,
+                      double* grad, double gscale, const double* deriv = nullptr) const override;
+  void activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const override;
+  double classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
+                    double scale, std::int64_t* correct, double* lam, double* grad) const override;
+  void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
+                        double* grad) const override;
+  double regularization(const double* theta, const Regularization& reg, double* grad) const override;
+  void classifier_logits(const double* theta, const double* UN, int s, double* Z) const override;
+
+  /// Narrow widths: each chunk of examples goes through all the chain's steps in cache.
+  bool propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                 const double* const* rhs, int s) const override;
+  bool adjoint_propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                         const double* const* rhs, int s, const double* derivs) const override;
+
+  /// Narrow widths: one parallel region per sweep, chunks of examples through all layers.
+  void forward_sweep(const double* theta, const double* X, int s, double* states,
+                     double* derivs = nullptr) const override;
+  void backward_sweep(const double* theta, const double* X, const double* states, const double* lamN,
+                      int s, double* grad, const double* derivs = nullptr) const override;
+  /// Only wide layers keep act'(.) (it saves a GEMM; narrow ones recompute in registers).
+  bool keep_derivs() const override { return spec_.width > 32; }
 
  private:
   NetworkSpec spec_;

@@ -20,17 +20,16 @@ namespace layerparallel {
 /// of the fine layer at the coarse interval's left point, the coarse step size.
 class ResNetForwardPropagator final : public Propagator {
  public:
-  ResNetForwardPropagator(const DenseResNet& net, int batch) : net_(net), batch_(batch) {}
+  ResNetForwardPropagator(const ResidualNetwork& net, int batch) : net_(net), batch_(batch) {}
   void set_theta(const double* theta) { theta_ = theta; }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   void step(int level, int i0, int i1, const double* in, double* out) override;
-  /// Narrow widths: each chunk of examples goes through all the interval's steps
-  /// while it is in cache (the same arithmetic as step() in a loop).
+  /// The network's fused chain when it has one (ResidualNetwork::propagate).
   void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs = nullptr) override;
 
  private:
-  const DenseResNet& net_;
+  const ResidualNetwork& net_;
   int batch_;
   const double* theta_ = nullptr;
 };
@@ -41,7 +40,7 @@ class ResNetForwardPropagator final : public Propagator {
 /// linearised about the fine primal state u_{n0}.
 class ResNetAdjointPropagator final : public Propagator {
  public:
-  ResNetAdjointPropagator(const DenseResNet& net, int batch) : net_(net), batch_(batch) {}
+  ResNetAdjointPropagator(const ResidualNetwork& net, int batch) : net_(net), batch_(batch) {}
   void set_theta(const double* theta) { theta_ = theta; }
   /// states[n] points at the primal state u_n, n = 0..N; derivs (optional) holds
   /// act'(K_n u_n + b_n) for n = 0..N-1, one state_size() block each.
@@ -55,7 +54,7 @@ class ResNetAdjointPropagator final : public Propagator {
                  const double* const* rhs = nullptr) override;
 
  private:
-  const DenseResNet& net_;
+  const ResidualNetwork& net_;
   int batch_;
   const double* theta_ = nullptr;
   const std::vector<const double*>* states_ = nullptr;
@@ -75,12 +74,12 @@ struct MgritEvaluation {
   SolveReport forward, adjoint;
 };
 
-/// Objective and gradient of a DenseResNet on a fixed batch, with both sweeps
+/// Objective and gradient of a residual network on a fixed batch, with both sweeps
 /// solved by MGRIT. Keeps the space-time state and adjoint between calls, so
 /// consecutive evaluations warm-start (the one-shot method).
 class ResNetMgrit {
  public:
-  ResNetMgrit(const DenseResNet& net, int batch, const MgritOptions& forward, const MgritOptions& adjoint);
+  ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptions& forward, const MgritOptions& adjoint);
 
   /// Objective (and gradient when grad != nullptr, overwritten) on (X, labels),
   /// which must hold `batch` examples. A budget < 0 solves to the options'
@@ -107,7 +106,7 @@ class ResNetMgrit {
   int batch() const { return batch_; }
 
  private:
-  const DenseResNet& net_;
+  const ResidualNetwork& net_;
   int batch_;
   int spec_layers_;
   ResNetForwardPropagator fprop_;
