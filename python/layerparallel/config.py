@@ -69,7 +69,8 @@ _UNIT_HALF = {"lo": 0, "hi": 1, "hi_open": True}                      # [0, 1)
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "data": {
-        "name": Key(str, "peaks", choices=("peaks", "files"), doc="data set"),
+        "name": Key(str, "peaks", choices=("peaks", "files", "mnist", "fashion_mnist", "digits",
+                                           "indian_pines"), doc="data set"),
         "seed": Key(int, 0, **_ge(0), doc="generator / shuffling seed"),
         "train_size": Key(int, 5000, **_ge(1), doc="training examples"),
         "val_size": Key(int, 200, **_ge(1), doc="validation examples"),
@@ -77,6 +78,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "train_labels": Key(str, "", doc="path (name = files)"),
         "val_features": Key(str, "", doc="path (name = files)"),
         "val_labels": Key(str, "", doc="path (name = files)"),
+        "folder": Key(str, "", doc="folder of the data files (mnist, fashion_mnist, indian_pines); "
+                                   "relative to the config file's folder"),
+        "val_from": Key(str, "test", choices=("test", "train"),
+                        doc="mnist, fashion_mnist: validation from the t10k files or split off "
+                            "the train files"),
+        "variant": Key(str, "auto", choices=("auto", "corrected", "uncorrected"),
+                       doc="indian_pines: Indian_pines_corrected.mat (200 bands), Indian_pines.mat "
+                           "(220 bands), or auto = corrected if present"),
     },
     "model": {
         "width": Key(int, 8, **_ge(1)),
@@ -142,6 +151,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 _FILE_KEYS = ("train_features", "train_labels", "val_features", "val_labels")
+_DIGITS_IMAGES = 1797  # sklearn.datasets.load_digits
 
 
 def _type_name(value: Any) -> str:
@@ -220,6 +230,12 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
         for k in _FILE_KEYS:
             if not data[k].strip():
                 raise ValueError(f'data.{k} is required when data.name = "files".')
+    if data["name"] in ("mnist", "fashion_mnist", "indian_pines") and not data["folder"].strip():
+        raise ValueError(f'data.folder is required when data.name = "{data["name"]}".')
+    if data["name"] == "digits" and data["train_size"] + data["val_size"] > _DIGITS_IMAGES:
+        raise ValueError(f"data.train_size + data.val_size must be at most {_DIGITS_IMAGES} for "
+                         f"the digits data set, got {data['train_size']} + {data['val_size']} "
+                         f"(e.g. 1297 and 500).")
     if data["name"] == "peaks":
         for k in ("train_size", "val_size"):
             if data[k] % 5:

@@ -414,6 +414,9 @@ def load_dataset(data_cfg, base_dir=".") -> Dataset:
       ``seed`` (the reference files are sorted by class), then keep the first
       ``train_size`` / ``val_size`` examples. Asking for more examples than a
       file holds is an error.
+    * ``name = "mnist"``, ``"fashion_mnist"``, ``"digits"``,
+      ``"indian_pines"``: :func:`layerparallel.datasets.load_named` (files in
+      ``folder``, relative to ``base_dir``; image sets have 4-D ``train_x``).
     """
     name = _get(data_cfg, "name", "peaks")
     seed = int(_get(data_cfg, "seed", 0))
@@ -443,4 +446,8 @@ def load_dataset(data_cfg, base_dir=".") -> Dataset:
             raise ValueError(f"data.val_size is {val_size} but validation file "
                              f"'{paths['val_features']}' holds only {ds.n_val} examples.")
         return ds.truncated(train_size, val_size)
-    raise ValueError(f"data.name must be one of \"peaks\", \"files\", got {name!r}.")
+    if name in ("mnist", "fashion_mnist", "digits", "indian_pines"):
+        from .datasets import load_named
+        return load_named(data_cfg, base_dir)
+    raise ValueError(f"data.name must be one of \"peaks\", \"files\", \"mnist\", "
+                     f"\"fashion_mnist\", \"digits\", \"indian_pines\", got {name!r}.")

@@ -8,7 +8,8 @@ from layerparallel import config as C
 
 EXPECTED_DEFAULTS = {
     "data": {"name": "peaks", "seed": 0, "train_size": 5000, "val_size": 200,
-             "train_features": "", "train_labels": "", "val_features": "", "val_labels": ""},
+             "train_features": "", "train_labels": "", "val_features": "", "val_labels": "",
+             "folder": "", "val_from": "test", "variant": "auto"},
     "model": {"width": 8, "layers": 32, "T": 5.0, "activation": "smooth_relu",
               "opening": "dense", "init": "uniform", "init_opening": 1e-3, "init_hidden": 1e-3,
               "init_classifier": 1e-3},
@@ -163,7 +164,7 @@ BAD_VALUES = [
     ("train", "threads", -1, ">= 0"),
     ("train", "eval_every", 0, ">= 1"),
     ("train", "seed", -1, ">= 0"),
-    ("data", "name", "mnist", '"peaks", "files"'),
+    ("data", "name", "cifar10", '"peaks", "files", "mnist"'),
     ("data", "seed", -3, ">= 0"),
     ("data", "seed", 1.5, "type int"),
     ("data", "train_size", 0, ">= 1"),
