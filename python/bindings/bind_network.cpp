@@ -11,6 +11,7 @@
 
 #include "checks.h"
 #include "layerparallel/cuda.h"
+#include "layerparallel/conv_network.h"
 #include "layerparallel/network.h"
 #include "layerparallel/threading.h"
 
@@ -36,13 +37,12 @@ NetworkSpec make_spec(int n_features, int n_classes, int width, int layers, doub
   return s;
 }
 
-DArray theta_of(const DenseResNet& net, const py::handle& theta) {
-  return as_doubles(theta, "theta (the flat parameter vector)", 1,
-                    static_cast<py::ssize_t>(net.layout().size));
+DArray theta_of(const ResidualNetwork& net, const py::handle& theta) {
+  return as_doubles(theta, "theta (the flat parameter vector)", 1, static_cast<py::ssize_t>(net.param_size()));
 }
 
-DArray features_of(const DenseResNet& net, const py::handle& X) {
-  DArray x = as_doubles(X, "features", 2, -1, net.spec().n_features);
+DArray features_of(const ResidualNetwork& net, const py::handle& X) {
+  DArray x = as_doubles(X, "features", 2, -1, net.input_size());
   if (x.shape(0) < 1) throw py::value_error("features must hold at least one example, got 0 rows");
   return x;
 }
@@ -71,53 +71,26 @@ void bind_network(py::module_& m) {
   m.def("cuda_status", &cuda_status,
         "One sentence saying whether the CUDA backend can be used here and, if not, why.");
 
-  py::class_<DenseResNet>(m, "DenseResNet", "Dense residual network (ALGORITHM.md sections 1-2).")
-      .def(py::init([](int nf, int nc, int w, int N, double T, const std::string& a, const std::string& o) {
-             return DenseResNet(make_spec(nf, nc, w, N, T, a, o));
-           }),
-           py::arg("n_features"), py::arg("n_classes"), py::arg("width"), py::arg("layers"), py::arg("T"),
-           py::arg("activation"), py::arg("opening"))
-      .def_property_readonly("param_size", [](const DenseResNet& n) { return n.layout().size; })
-      .def_property_readonly("n_features", [](const DenseResNet& n) { return n.spec().n_features; })
-      .def_property_readonly("n_classes", [](const DenseResNet& n) { return n.spec().n_classes; })
-      .def_property_readonly("width", [](const DenseResNet& n) { return n.spec().width; })
-      .def_property_readonly("layers", [](const DenseResNet& n) { return n.spec().layers; })
-      .def_property_readonly("T", [](const DenseResNet& n) { return n.spec().T; })
-      .def_property_readonly("activation", [](const DenseResNet& n) { return activation_name(n.spec().activation); })
-      .def_property_readonly("opening", [](const DenseResNet& n) { return opening_name(n.spec().opening); })
-      .def(
-          "layout",
-          [](const DenseResNet& net) {
-            // (name, offset, shape) of every named block, in flat order.
-            const auto& L = net.layout();
-            const auto& s = net.spec();
-            py::list out;
-            using Shape = std::vector<py::ssize_t>;
-            if (L.has_opening) {
-              out.append(py::make_tuple("opening_weight", L.opening_weight, Shape{s.width, s.n_features}));
-              out.append(py::make_tuple("opening_bias", L.opening_bias, Shape{}));
-            }
-            out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.width, s.width}));
-            out.append(py::make_tuple("biases", L.biases, Shape{s.layers}));
-            out.append(py::make_tuple("classifier_weight", L.classifier_weight, Shape{s.n_classes, s.width}));
-            out.append(py::make_tuple("classifier_bias", L.classifier_bias, Shape{s.n_classes}));
-            return out;
-          },
-          "List of (name, offset, shape) of the parameter blocks in the flat vector.")
+  py::class_<ResidualNetwork>(m, "ResidualNetwork", "A residual network: objective, gradient, logits, states.")
+      .def_property_readonly("param_size", &ResidualNetwork::param_size)
+      .def_property_readonly("n_features", &ResidualNetwork::input_size)
+      .def_property_readonly("n_classes", &ResidualNetwork::classes)
+      .def_property_readonly("layers", &ResidualNetwork::layers)
+      .def_property_readonly("state_width", &ResidualNetwork::state_width)
       .def(
           "evaluate",
-          [](const DenseResNet& net, const py::handle& theta, const py::handle& X, const py::handle& y,
+          [](const ResidualNetwork& net, const py::handle& theta, const py::handle& X, const py::handle& y,
              double tikhonov, double classifier, double ddt, bool gradient) {
             DArray th = theta_of(net, theta);
             DArray x = features_of(net, X);
-            auto lab = as_labels(y, "labels", x.shape(0), net.spec().n_classes);
+            auto lab = as_labels(y, "labels", x.shape(0), net.classes());
             Regularization reg{tikhonov, classifier, ddt};
             reg.validate();
             py::object grad = py::none();
             Evaluation ev;
             const int s = static_cast<int>(x.shape(0));
             if (gradient) {
-              DArray g(static_cast<py::ssize_t>(net.layout().size));
+              DArray g(static_cast<py::ssize_t>(net.param_size()));
               double* gp = g.mutable_data();
               {
                 py::gil_scoped_release nogil;
@@ -143,13 +116,13 @@ void bind_network(py::module_& m) {
           "Objective, mean loss, accuracy and (optionally) the gradient by serial forward and adjoint sweeps.")
       .def(
           "regularization",
-          [](const DenseResNet& net, const py::handle& theta, double tikhonov, double classifier, double ddt) {
+          [](const ResidualNetwork& net, const py::handle& theta, double tikhonov, double classifier, double ddt) {
             DArray th = theta_of(net, theta);
             Regularization reg{tikhonov, classifier, ddt};
             reg.validate();
-            DArray g(static_cast<py::ssize_t>(net.layout().size));
+            DArray g(static_cast<py::ssize_t>(net.param_size()));
             double* gp = g.mutable_data();
-            std::fill(gp, gp + net.layout().size, 0.0);
+            std::fill(gp, gp + net.param_size(), 0.0);
             const double value = net.regularization(th.data(), reg, gp);
             return py::make_tuple(value, g);
           },
@@ -157,11 +130,11 @@ void bind_network(py::module_& m) {
           "(value, gradient) of the three regularisers.")
       .def(
           "logits",
-          [](const DenseResNet& net, const py::handle& theta, const py::handle& X) {
+          [](const ResidualNetwork& net, const py::handle& theta, const py::handle& X) {
             DArray th = theta_of(net, theta);
             DArray x = features_of(net, X);
             const int s = static_cast<int>(x.shape(0));
-            DArray z({static_cast<py::ssize_t>(s), static_cast<py::ssize_t>(net.spec().n_classes)});
+            DArray z({static_cast<py::ssize_t>(s), static_cast<py::ssize_t>(net.classes())});
             double* zp = z.mutable_data();
             {
               py::gil_scoped_release nogil;
@@ -172,12 +145,12 @@ void bind_network(py::module_& m) {
           py::arg("theta"), py::arg("features"))
       .def(
           "forward_states",
-          [](const DenseResNet& net, const py::handle& theta, const py::handle& X) {
+          [](const ResidualNetwork& net, const py::handle& theta, const py::handle& X) {
             DArray th = theta_of(net, theta);
             DArray x = features_of(net, X);
             const int s = static_cast<int>(x.shape(0));
-            DArray u({static_cast<py::ssize_t>(net.spec().layers + 1), static_cast<py::ssize_t>(s),
-                      static_cast<py::ssize_t>(net.spec().width)});
+            DArray u({static_cast<py::ssize_t>(net.layers() + 1), static_cast<py::ssize_t>(s),
+                      static_cast<py::ssize_t>(net.state_width())});
             double* up = u.mutable_data();
             {
               py::gil_scoped_release nogil;
@@ -185,5 +158,78 @@ void bind_network(py::module_& m) {
             }
             return u;
           },
-          py::arg("theta"), py::arg("features"), "All states u_0..u_N, shape (N+1, s, width).");
+          py::arg("theta"), py::arg("features"), "All states u_0..u_N, shape (N+1, s, state_width).");
+
+  py::class_<DenseResNet, ResidualNetwork>(m, "DenseResNet", "Dense residual network (ALGORITHM.md sections 1-2).")
+      .def(py::init([](int nf, int nc, int w, int N, double T, const std::string& a, const std::string& o) {
+             return DenseResNet(make_spec(nf, nc, w, N, T, a, o));
+           }),
+           py::arg("n_features"), py::arg("n_classes"), py::arg("width"), py::arg("layers"), py::arg("T"),
+           py::arg("activation"), py::arg("opening"))
+      .def_property_readonly("width", [](const DenseResNet& n) { return n.spec().width; })
+      .def_property_readonly("T", [](const DenseResNet& n) { return n.spec().T; })
+      .def_property_readonly("activation", [](const DenseResNet& n) { return activation_name(n.spec().activation); })
+      .def_property_readonly("opening", [](const DenseResNet& n) { return opening_name(n.spec().opening); })
+      .def(
+          "layout",
+          [](const DenseResNet& net) {
+            // (name, offset, shape) of every named block, in flat order.
+            const auto& L = net.layout();
+            const auto& s = net.spec();
+            py::list out;
+            using Shape = std::vector<py::ssize_t>;
+            if (L.has_opening) {
+              out.append(py::make_tuple("opening_weight", L.opening_weight, Shape{s.width, s.n_features}));
+              out.append(py::make_tuple("opening_bias", L.opening_bias, Shape{}));
+            }
+            out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.width, s.width}));
+            out.append(py::make_tuple("biases", L.biases, Shape{s.layers}));
+            out.append(py::make_tuple("classifier_weight", L.classifier_weight, Shape{s.n_classes, s.width}));
+            out.append(py::make_tuple("classifier_bias", L.classifier_bias, Shape{s.n_classes}));
+            return out;
+          },
+          "List of (name, offset, shape) of the parameter blocks in the flat vector.");
+
+  py::class_<ConvResNet, ResidualNetwork>(m, "ConvResNet",
+                                          "3x3 convolutional residual network with the replicate opening.")
+      .def(py::init([](int channels, int height, int width, int n_classes, int layers, double T,
+                       const std::string& activation, const std::string& bias) {
+             ConvSpec s;
+             s.channels = channels;
+             s.height = height;
+             s.width = width;
+             s.n_classes = n_classes;
+             s.layers = layers;
+             s.T = T;
+             s.activation = parse_activation(activation);
+             if (bias != "pixel" && bias != "channel")
+               throw py::value_error("bias must be 'pixel' or 'channel', got '" + bias + "'");
+             s.bias_per_channel = bias == "channel";
+             return ConvResNet(s);
+           }),
+           py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("n_classes"), py::arg("layers"),
+           py::arg("T"), py::arg("activation"), py::arg("bias") = "pixel")
+      .def_property_readonly("channels", [](const ConvResNet& n) { return n.spec().channels; })
+      .def_property_readonly("height", [](const ConvResNet& n) { return n.spec().height; })
+      .def_property_readonly("width", [](const ConvResNet& n) { return n.spec().width; })
+      .def_property_readonly("T", [](const ConvResNet& n) { return n.spec().T; })
+      .def_property_readonly("activation", [](const ConvResNet& n) { return activation_name(n.spec().activation); })
+      .def_property_readonly("bias", [](const ConvResNet& n) { return n.spec().bias_per_channel ? "channel" : "pixel"; })
+      .def(
+          "layout",
+          [](const ConvResNet& net) {
+            const auto& L = net.layout();
+            const auto& s = net.spec();
+            using Shape = std::vector<py::ssize_t>;
+            py::list out;
+            out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.channels, s.channels, 3, 3}));
+            out.append(py::make_tuple("biases", L.biases,
+                                      s.bias_per_channel ? Shape{s.layers, s.channels}
+                                                         : Shape{s.layers, s.height, s.width}));
+            out.append(py::make_tuple("classifier_weight", L.classifier_weight,
+                                      Shape{s.n_classes, s.channels * s.height * s.width}));
+            out.append(py::make_tuple("classifier_bias", L.classifier_bias, Shape{s.n_classes}));
+            return out;
+          },
+          "List of (name, offset, shape) of the parameter blocks in the flat vector.");
 }

@@ -36,10 +36,10 @@ struct PyResNetMgrit {
 
 void bind_resnet_mgrit(py::module_& m) {
   py::class_<PyResNetMgrit>(m, "ResNetMgrit",
-                            "Objective and gradient of a DenseResNet with MGRIT forward and adjoint solves; "
+                            "Objective and gradient of a residual network with MGRIT forward and adjoint solves; "
                             "keeps the space-time state between calls (warm starts).")
       .def(py::init([](py::object net, int batch, const py::dict& forward, const py::dict& adjoint) {
-             const DenseResNet& n = net.cast<const DenseResNet&>();
+             const ResidualNetwork& n = net.cast<const ResidualNetwork&>();
              auto p = std::make_unique<PyResNetMgrit>();
              p->net_owner = net;
              p->solver = std::make_unique<ResNetMgrit>(n, batch, lpbind::mgrit_options(forward),
@@ -61,17 +61,17 @@ void bind_resnet_mgrit(py::module_& m) {
           "evaluate",
           [](PyResNetMgrit& p, const py::handle& theta, const py::handle& X, const py::handle& y, double tikhonov,
              double classifier, double ddt, int forward_budget, int adjoint_budget, bool gradient) {
-            const DenseResNet& net = p.net_owner.cast<const DenseResNet&>();
+            const ResidualNetwork& net = p.net_owner.cast<const ResidualNetwork&>();
             DArray th = as_doubles(theta, "theta (the flat parameter vector)", 1,
-                                   static_cast<py::ssize_t>(net.layout().size));
-            DArray x = as_doubles(X, "features", 2, p.solver->batch(), net.spec().n_features);
-            auto lab = as_labels(y, "labels", x.shape(0), net.spec().n_classes);
+                                   static_cast<py::ssize_t>(net.param_size()));
+            DArray x = as_doubles(X, "features", 2, p.solver->batch(), net.input_size());
+            auto lab = as_labels(y, "labels", x.shape(0), net.classes());
             Regularization reg{tikhonov, classifier, ddt};
             reg.validate();
             py::object grad = py::none();
             MgritEvaluation me;
             if (gradient) {
-              DArray g(static_cast<py::ssize_t>(net.layout().size));
+              DArray g(static_cast<py::ssize_t>(net.param_size()));
               double* gp = g.mutable_data();
               {
                 py::gil_scoped_release nogil;
@@ -101,8 +101,8 @@ void bind_resnet_mgrit(py::module_& m) {
       .def(
           "states",
           [](PyResNetMgrit& p) {
-            const DenseResNet& net = p.net_owner.cast<const DenseResNet&>();
-            const int N = net.spec().layers, s = p.solver->batch(), w = net.spec().width;
+            const ResidualNetwork& net = p.net_owner.cast<const ResidualNetwork&>();
+            const int N = net.layers(), s = p.solver->batch(), w = net.state_width();
             DArray u({N + 1, s, w});
             double* up = u.mutable_data();
             for (int n = 0; n <= N; ++n) std::copy_n(p.solver->state(n), static_cast<std::size_t>(s) * w, up + n * s * w);
@@ -112,8 +112,8 @@ void bind_resnet_mgrit(py::module_& m) {
       .def(
           "adjoints",
           [](PyResNetMgrit& p) {
-            const DenseResNet& net = p.net_owner.cast<const DenseResNet&>();
-            const int N = net.spec().layers, s = p.solver->batch(), w = net.spec().width;
+            const ResidualNetwork& net = p.net_owner.cast<const ResidualNetwork&>();
+            const int N = net.layers(), s = p.solver->batch(), w = net.state_width();
             DArray u({N + 1, s, w});
             double* up = u.mutable_data();
             for (int n = 0; n <= N; ++n)

@@ -88,11 +88,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "(220 bands), or auto = corrected if present"),
     },
     "model": {
+        "kind": Key(str, "dense", choices=("dense", "conv"), doc="dense layers or 3x3 convolutions"),
+        "channels": Key(int, 4, **_ge(1), doc="conv: channels per layer"),
+        "bias": Key(str, "pixel", choices=("pixel", "channel"), doc="conv: bias per pixel (paper) or channel"),
         "width": Key(int, 8, **_ge(1)),
         "layers": Key(int, 32, **_ge(1)),
         "T": Key(float, 5.0, **_gt(0)),
         "activation": Key(str, "smooth_relu", choices=("tanh", "relu", "smooth_relu")),
-        "opening": Key(str, "dense", choices=("dense", "expand")),
+        "opening": Key(str, "dense", choices=("dense", "expand", "replicate")),
         "init": Key(str, "uniform", choices=("uniform", "normal"),
                     doc="uniform [0,1) (the paper) or standard normal, times the scales below"),
         "init_opening": Key(float, 1e-3),
@@ -221,6 +224,11 @@ def relax_levels(text: str) -> list[str]:
 
 def _check_cross(values: dict[str, dict[str, Any]]) -> None:
     """Rules that involve more than one key."""
+    model = values["model"]
+    if model["kind"] == "conv" and model["opening"] != "replicate":
+        raise ValueError(f'model.opening must be "replicate" for model.kind = "conv", got "{model["opening"]}".')
+    if model["kind"] == "dense" and model["opening"] == "replicate":
+        raise ValueError('model.opening = "replicate" needs model.kind = "conv".')
     levels = relax_levels(values["mgrit"]["relax"])
     if not levels or not all(_RELAX_RE.match(t) for t in levels):
         raise ValueError(f"mgrit.relax must list one relaxation per level of the form F, FCF, FCFCF, ... "

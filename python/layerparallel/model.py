@@ -21,10 +21,19 @@ import numpy as np
 from . import _core
 from .io import atomic_path
 
-__all__ = ["ResNet", "Evaluation", "Regularization", "PARAM_KEYS"]
+__all__ = ["Network", "ResNet", "ConvResNet", "Evaluation", "Regularization", "PARAM_KEYS", "CONV_PARAM_KEYS",
+           "load_model"]
 
 #: The keys of a dense network's parameter file, in flat order.
 PARAM_KEYS = ("opening_weight", "opening_bias", "weights", "biases", "classifier_weight", "classifier_bias")
+#: The keys of a convolutional network's parameter file (the replicate opening has none).
+CONV_PARAM_KEYS = ("weights", "biases", "classifier_weight", "classifier_bias")
+
+
+def as_matrix(features: np.ndarray) -> np.ndarray:
+    """Examples as rows: image batches (s, C, H, W) or (s, H, W) become (s, C*H*W) views."""
+    a = np.asarray(features)
+    return a.reshape(a.shape[0], -1) if a.ndim > 2 else a
 
 
 @dataclass(frozen=True)
@@ -49,52 +58,39 @@ class Evaluation:
     gradient: np.ndarray | None
 
 
-class ResNet:
-    """Dense ResNet ``u_{n+1} = u_n + (T/N) sigma(K_n u_n + b_n)`` with a softmax classifier.
+class Network:
+    """What every network model shares: the flat float64 parameter vector ``theta``,
+    named views into it (:attr:`parameters`), evaluation through the compiled
+    core, prediction and parameter files. :class:`ResNet` (dense) and
+    :class:`ConvResNet` build the compiled network."""
 
-    Initialisation (seeded with ``numpy.random.default_rng(seed)``, block after
-    block in flat order): ``init="uniform"`` draws uniform [0, 1) times the
-    block's scale (the paper's scheme); ``init="normal"`` draws standard normal
-    times the scale. Scales: ``init_opening`` for the opening layer,
-    ``init_hidden`` for the residual layers, ``init_classifier`` for the
-    classifier.
-    """
+    _net: Any
+    _layout: list[tuple[str, int, tuple[int, ...]]]
+    regularization: Regularization
+    theta: np.ndarray
 
-    def __init__(
-        self,
-        n_features: int,
-        n_classes: int,
-        width: int = 8,
-        layers: int = 32,
-        T: float = 5.0,
-        activation: str = "smooth_relu",
-        opening: str = "dense",
-        *,
-        regularization: Regularization | None = None,
-        seed: int = 0,
-        init_opening: float = 1e-3,
-        init_hidden: float = 1e-3,
-        init_classifier: float = 1e-3,
-        init: str = "uniform",
-        theta: np.ndarray | None = None,
-    ) -> None:
-        for name, value in (("n_features", n_features), ("n_classes", n_classes), ("width", width), ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        self._net = _core.DenseResNet(int(n_features), int(n_classes), int(width), int(layers), float(T),
-                                      str(activation), str(opening))
+    def _setup(self, net: Any, regularization: Regularization | None, theta: np.ndarray | None, seed: int,
+               scales: dict[str, float], init: str) -> None:
+        self._net = net
         self.regularization = regularization or Regularization()
-        self._layout = [(name, int(off), tuple(int(d) for d in shape)) for name, off, shape in self._net.layout()]
+        self._layout = [(name, int(off), tuple(int(d) for d in shape)) for name, off, shape in net.layout()]
         if theta is not None:
             theta = np.asarray(theta, dtype=np.float64)
-            if theta.shape != (self._net.param_size,):
-                raise ValueError(f"theta must have shape ({self._net.param_size},), got {theta.shape}")
+            if theta.shape != (net.param_size,):
+                raise ValueError(f"theta must have shape ({net.param_size},), got {theta.shape}")
             self.theta = theta.copy()
         else:
-            self.theta = np.zeros(self._net.param_size)
-            self.initialize(seed, init_opening, init_hidden, init_classifier, init)
+            self.theta = np.zeros(net.param_size)
+            self._initialize(seed, scales, init)
 
-    # ------------------------------------------------------------------ shape
+    def _initialize(self, seed: int, scales: dict[str, float], init: str) -> None:
+        if init not in ("uniform", "normal"):
+            raise ValueError(f"init must be 'uniform' or 'normal', got {init!r}")
+        rng = np.random.default_rng(seed)
+        draw = rng.random if init == "uniform" else rng.standard_normal
+        for name, view in self.parameters.items():
+            view[...] = scales[name] * draw(view.shape)
+
     @property
     def core(self) -> Any:
         """The compiled network object (for the engine and the bindings)."""
@@ -102,11 +98,9 @@ class ResNet:
 
     n_features = property(lambda self: self._net.n_features)
     n_classes = property(lambda self: self._net.n_classes)
-    width = property(lambda self: self._net.width)
     layers = property(lambda self: self._net.layers)
     T = property(lambda self: self._net.T)
     activation = property(lambda self: self._net.activation)
-    opening = property(lambda self: self._net.opening)
 
     @property
     def h(self) -> float:
@@ -125,32 +119,18 @@ class ResNet:
             out[name] = self.theta[off:off + n].reshape(shape)
         return out
 
-    def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float,
-                   init: str = "uniform") -> None:
-        """Seeded initialisation scaled per block: uniform [0, 1) or standard normal."""
-        if init not in ("uniform", "normal"):
-            raise ValueError(f"init must be 'uniform' or 'normal', got {init!r}")
-        rng = np.random.default_rng(seed)
-        draw = rng.random if init == "uniform" else rng.standard_normal
-        scale = {"opening_weight": init_opening, "opening_bias": init_opening,
-                 "weights": init_hidden, "biases": init_hidden,
-                 "classifier_weight": init_classifier, "classifier_bias": init_classifier}
-        for name, view in self.parameters.items():
-            view[...] = scale[name] * draw(view.shape)
-
     def spec(self) -> dict[str, Any]:
-        return {"n_features": self.n_features, "n_classes": self.n_classes, "width": self.width,
-                "layers": self.layers, "T": self.T, "activation": self.activation, "opening": self.opening}
+        raise NotImplementedError
 
-    def copy(self) -> "ResNet":
-        return ResNet(**self.spec(), regularization=self.regularization, theta=self.theta)
+    def copy(self) -> "Network":
+        return type(self)(**self.spec(), regularization=self.regularization, theta=self.theta)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, features: np.ndarray, labels: np.ndarray, *, theta: np.ndarray | None = None,
                  gradient: bool = True, regularized: bool = True) -> Evaluation:
         """Objective, mean loss, accuracy and the gradient (serial sweeps)."""
         r = self.regularization if regularized else Regularization()
-        d = self._net.evaluate(self.theta if theta is None else theta, features, labels,
+        d = self._net.evaluate(self.theta if theta is None else theta, as_matrix(features), labels,
                                r.tikhonov, r.classifier, r.ddt, gradient)
         return Evaluation(objective=d["objective"], loss=d["loss"], regularization=d["regularization"],
                           accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
@@ -167,7 +147,7 @@ class ResNet:
         return ev.objective, ev.gradient
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return self._net.logits(self.theta, features)
+        return self._net.logits(self.theta, as_matrix(features))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Class index per example (argmax of the logits)."""
@@ -179,8 +159,8 @@ class ResNet:
         return z / z.sum(axis=1, keepdims=True)
 
     def states(self, features: np.ndarray) -> np.ndarray:
-        """All states u_0..u_N, shape (N+1, s, width)."""
-        return self._net.forward_states(self.theta, features)
+        """All states u_0..u_N, shape (N+1, s, state width)."""
+        return self._net.forward_states(self.theta, as_matrix(features))
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str], config: Mapping[str, Any] | str | None = None) -> None:
@@ -212,6 +192,60 @@ class ResNet:
             view[...] = arrays[name]
         return config
 
+
+class ResNet(Network):
+    """Dense ResNet ``u_{n+1} = u_n + (T/N) sigma(K_n u_n + b_n)`` with a softmax classifier.
+
+    Initialisation (seeded with ``numpy.random.default_rng(seed)``, block after
+    block in flat order): ``init="uniform"`` draws uniform [0, 1) times the
+    block's scale (the paper's scheme); ``init="normal"`` draws standard normal
+    times the scale. Scales: ``init_opening`` for the opening layer,
+    ``init_hidden`` for the residual layers, ``init_classifier`` for the
+    classifier.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        width: int = 8,
+        layers: int = 32,
+        T: float = 5.0,
+        activation: str = "smooth_relu",
+        opening: str = "dense",
+        *,
+        regularization: Regularization | None = None,
+        seed: int = 0,
+        init_opening: float = 1e-3,
+        init_hidden: float = 1e-3,
+        init_classifier: float = 1e-3,
+        init: str = "uniform",
+        theta: np.ndarray | None = None,
+    ) -> None:
+        for name, value in (("n_features", n_features), ("n_classes", n_classes), ("width", width), ("layers", layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        net = _core.DenseResNet(int(n_features), int(n_classes), int(width), int(layers), float(T),
+                                str(activation), str(opening))
+        scales = {"opening_weight": init_opening, "opening_bias": init_opening,
+                  "weights": init_hidden, "biases": init_hidden,
+                  "classifier_weight": init_classifier, "classifier_bias": init_classifier}
+        self._setup(net, regularization, theta, seed, scales, init)
+
+    width = property(lambda self: self._net.width)
+    opening = property(lambda self: self._net.opening)
+
+    def spec(self) -> dict[str, Any]:
+        return {"n_features": self.n_features, "n_classes": self.n_classes, "width": self.width,
+                "layers": self.layers, "T": self.T, "activation": self.activation, "opening": self.opening}
+
+    def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float,
+                   init: str = "uniform") -> None:
+        """Seeded initialisation scaled per block: uniform [0, 1) or standard normal."""
+        self._initialize(seed, {"opening_weight": init_opening, "opening_bias": init_opening,
+                                "weights": init_hidden, "biases": init_hidden,
+                                "classifier_weight": init_classifier, "classifier_bias": init_classifier}, init)
+
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ResNet":
         """Build a model from a parameter file (shape from the stored config and arrays)."""
@@ -233,6 +267,93 @@ class ResNet:
         model = cls(**spec)
         model.load_parameters(path)
         return model
+
+
+class ConvResNet(Network):
+    """Convolutional ResNet ``u_{n+1} = u_n + (T/N) sigma(conv3x3(K_n, u_n) + b_n)`` on
+    ``channels`` x ``height`` x ``width`` images: the replicate opening (every
+    channel gets ``tanh(6 p / 255 - 3) + 1`` of pixel p), zero padding, one bias
+    per pixel shared over channels (``bias="pixel"``, the paper) or per channel,
+    and a softmax classifier on the flattened final image. Parameter file keys:
+    ``weights (N, C, C, 3, 3)``, ``biases (N, H, W)`` or ``(N, C)``,
+    ``classifier_weight (n_c, C*H*W)``, ``classifier_bias (n_c,)``.
+    Inputs are pixel values 0..255, (s, H, W), (s, 1, H, W) or (s, H*W).
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        n_classes: int,
+        channels: int = 4,
+        layers: int = 32,
+        T: float = 5.0,
+        activation: str = "tanh",
+        bias: str = "pixel",
+        *,
+        regularization: Regularization | None = None,
+        seed: int = 0,
+        init_hidden: float = 1e-3,
+        init_classifier: float = 1e-3,
+        init: str = "uniform",
+        theta: np.ndarray | None = None,
+    ) -> None:
+        for name, value in (("height", height), ("width", width), ("n_classes", n_classes), ("channels", channels),
+                            ("layers", layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        net = _core.ConvResNet(int(channels), int(height), int(width), int(n_classes), int(layers), float(T),
+                               str(activation), str(bias))
+        scales = {"weights": init_hidden, "biases": init_hidden,
+                  "classifier_weight": init_classifier, "classifier_bias": init_classifier}
+        self._setup(net, regularization, theta, seed, scales, init)
+
+    channels = property(lambda self: self._net.channels)
+    height = property(lambda self: self._net.height)
+    width = property(lambda self: self._net.width)
+    bias = property(lambda self: self._net.bias)
+    opening = property(lambda self: "replicate")
+
+    def spec(self) -> dict[str, Any]:
+        return {"height": self.height, "width": self.width, "n_classes": self.n_classes, "channels": self.channels,
+                "layers": self.layers, "T": self.T, "activation": self.activation, "bias": self.bias}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ConvResNet":
+        """Build a model from a parameter file (shapes from the arrays, T and activation from its config)."""
+        arrays, config = read_params(path)
+        model_cfg = dict(config.get("model", {}))
+        try:
+            N, C, _, _, _ = arrays["weights"].shape
+            nc, flat = arrays["classifier_weight"].shape
+            b = arrays["biases"]
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"parameter file {path} lacks valid 'weights', 'biases' or 'classifier_weight' "
+                             f"arrays of a convolutional network") from exc
+        if b.ndim == 3:
+            H, W, bias = b.shape[1], b.shape[2], "pixel"
+        else:
+            bias = "channel"
+            side = int(round(np.sqrt(flat // C)))
+            H, W = int(model_cfg.get("height", side)), int(model_cfg.get("image_width", side))
+            if H * W * C != flat:
+                raise ValueError(f"parameter file {path}: cannot tell the image size of a per-channel-bias "
+                                 f"network ({flat // C} pixels, not square); its config lacks model.height")
+        spec = {"height": int(H), "width": int(W), "n_classes": int(nc), "channels": int(C), "layers": int(N),
+                "T": float(model_cfg.get("T", 5.0)), "activation": model_cfg.get("activation", "tanh"), "bias": bias}
+        spec.update(overrides)
+        model = cls(**spec)
+        model.load_parameters(path)
+        return model
+
+
+def load_model(path: str | os.PathLike[str]) -> Network:
+    """A dense or convolutional model from a parameter file (told apart by the shape of ``weights``)."""
+    arrays, _ = read_params(path)
+    w = arrays.get("weights")
+    if w is not None and w.ndim == 5:
+        return ConvResNet.load(path)
+    return ResNet.load(path)
 
 
 def read_params(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

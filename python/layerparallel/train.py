@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from .data import Dataset
-from .model import Evaluation, Regularization, ResNet
+from .model import ConvResNet, Evaluation, Network, Regularization, ResNet, as_matrix
 from .optim import Adam, make_optimizer, minibatches
 
 __all__ = ["HISTORY_COLUMNS", "MGRIT_COLUMNS", "TrainResult", "SerialSolver", "MgritSolver", "build_model",
@@ -49,7 +49,7 @@ class SerialSolver:
 
     mode = "serial"
 
-    def __init__(self, model: ResNet):
+    def __init__(self, model: Network):
         self.model = model
         self.evaluations = 0
         self.last: Optional[Evaluation] = None
@@ -98,7 +98,7 @@ class MgritSolver(SerialSolver):
     The safeguard (:meth:`tighten`) makes the next iterations exact.
     """
 
-    def __init__(self, model: ResNet, mgrit_cfg: Any, mode: str, threads: int = 0):
+    def __init__(self, model: Network, mgrit_cfg: Any, mode: str, threads: int = 0):
         super().__init__(model)
         if mode not in ("exact", "simultaneous"):
             raise ValueError(f"train.mode must be 'exact' or 'simultaneous' for MGRIT, got {mode!r}")
@@ -226,16 +226,27 @@ class MgritSolver(SerialSolver):
         }
 
 
-def build_model(cfg: Any, data: Dataset) -> ResNet:
+def build_model(cfg: Any, data: Dataset) -> Network:
     """The network a configuration describes, seeded with ``train.seed``."""
     m, r = cfg.model, cfg.regularization
+    if m.kind == "conv":
+        from .datasets import image_shape
+
+        shape = image_shape(data)
+        if shape is None:
+            raise ValueError(f'model.kind = "conv" needs image data; data.name = "{cfg.data.name}" gives vectors')
+        if shape[0] != 1:
+            raise ValueError(f"the replicate opening needs one input channel, the images have {shape[0]}")
+        return ConvResNet(shape[1], shape[2], data.n_classes, m.channels, m.layers, m.T, m.activation, m.bias,
+                          regularization=Regularization(r.tikhonov, r.classifier, r.ddt), seed=cfg.train.seed,
+                          init_hidden=m.init_hidden, init_classifier=m.init_classifier, init=m.init)
     return ResNet(data.n_features, data.n_classes, m.width, m.layers, m.T, m.activation, m.opening,
                   regularization=Regularization(r.tikhonov, r.classifier, r.ddt), seed=cfg.train.seed,
                   init_opening=m.init_opening, init_hidden=m.init_hidden, init_classifier=m.init_classifier,
                   init=m.init)
 
 
-def make_solver(cfg: Any, model: ResNet) -> SerialSolver:
+def make_solver(cfg: Any, model: Network) -> SerialSolver:
     mode = cfg.train.mode
     if mode == "serial":
         return SerialSolver(model)
@@ -244,7 +255,7 @@ def make_solver(cfg: Any, model: ResNet) -> SerialSolver:
     raise ValueError(f"train.mode must be one of 'serial', 'exact', 'simultaneous', got {mode!r}")
 
 
-def train(model: ResNet, data: Dataset, cfg: Any,
+def train(model: Network, data: Dataset, cfg: Any,
           callback: Optional[Callable[[dict[str, float]], None]] = None,
           solver: Optional[SerialSolver] = None, grid: Any = None) -> TrainResult:
     """Train ``model`` in place on ``data`` as ``cfg`` says; returns the history.
@@ -276,7 +287,10 @@ def train(model: ResNet, data: Dataset, cfg: Any,
         from .parallel import DataParallelSolver
 
         solver = DataParallelSolver(solver, grid.data_comm)
-    X, y = data.train_x, data.train_y
+    # Examples as rows once (image batches flattened as views), so that the MGRIT
+    # warm starts recognise the same data from call to call.
+    X, y = as_matrix(data.train_x), data.train_y
+    val_x = as_matrix(data.val_x)
     n = X.shape[0]
     batch_size = opt_cfg.batch_size if opt_cfg.batch_size and opt_cfg.batch_size < n else 0
     rng = np.random.default_rng(cfg.train.seed)
@@ -302,7 +316,7 @@ def train(model: ResNet, data: Dataset, cfg: Any,
     f, g = ev.objective, ev.gradient
 
     def log(it: int, step: float, ev_train: Evaluation, grad: np.ndarray) -> dict[str, float]:
-        val = model.evaluate(data.val_x, data.val_y, theta=theta, gradient=False, regularized=False)
+        val = model.evaluate(val_x, data.val_y, theta=theta, gradient=False, regularized=False)
         row = {"iteration": it, "objective": ev_train.objective, "train_loss": ev_train.loss,
                "train_accuracy": ev_train.accuracy, "val_loss": val.loss, "val_accuracy": val.accuracy,
                "grad_norm": float(np.linalg.norm(grad)), "step": step, "seconds": time.perf_counter() - t0}
