@@ -32,9 +32,18 @@ void conv_step(Activation act, const ConvShape& sh, const double* K, const doubl
       std::vector<double> z(n);
       for (int i = r0; i < r0 + rows; ++i) {
         const std::size_t o = static_cast<std::size_t>(i) * n;
-        conv_step_example<Act>(sh, K, bias, dt, in + o, out + o, z.data());
-        if (deriv)
-          for (std::size_t k = 0; k < n; ++k) deriv[o + k] = Act::df(z[k]);
+        if (deriv) {
+          // act and act' from one evaluation (one tanh, not two).
+          conv_preact_example(sh, K, bias, in + o, z.data());
+          for (std::size_t k = 0; k < n; ++k) {
+            double f, d;
+            Act::fdf(z[k], f, d);
+            out[o + k] = in[o + k] + dt * f;
+            deriv[o + k] = d;
+          }
+        } else {
+          conv_step_example<Act>(sh, K, bias, dt, in + o, out + o, z.data());
+        }
       }
     });
   });

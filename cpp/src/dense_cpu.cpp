@@ -190,9 +190,10 @@ void dense_step(Activation act, int w, const double* K, double b, double dt, con
     using Act = decltype(A);
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (std::size_t k = 0; k < n; ++k) {
-      const double z = Z[k] + b;
-      out[k] = in[k] + dt * Act::f(z);
-      if (deriv) deriv[k] = Act::df(z);
+      double f, d;
+      Act::fdf(Z[k] + b, f, d);
+      out[k] = in[k] + dt * f;
+      if (deriv) deriv[k] = d;
     }
   });
 }

@@ -19,12 +19,21 @@ struct TanhAct {
     const double t = std::tanh(x);
     return 1.0 - t * t;
   }
+  /// Value and derivative with one tanh.
+  LP_HOST_DEVICE static void fdf(double x, double& f, double& d) {
+    f = std::tanh(x);
+    d = 1.0 - f * f;
+  }
 };
 
 struct ReluAct {
   LP_HOST_DEVICE static double f(double x) { return x > 0.0 ? x : 0.0; }
   // The derivative at the kink is taken as 0 (the convention of PyTorch too).
   LP_HOST_DEVICE static double df(double x) { return x > 0.0 ? 1.0 : 0.0; }
+  LP_HOST_DEVICE static void fdf(double x, double& f, double& d) {
+    f = ReluAct::f(x);
+    d = ReluAct::df(x);
+  }
 };
 
 struct SmoothReluAct {
@@ -39,6 +48,10 @@ struct SmoothReluAct {
     if (x >= eta) return 1.0;
     if (x <= -eta) return 0.0;
     return x / (2.0 * eta) + 0.5;
+  }
+  LP_HOST_DEVICE static void fdf(double x, double& f, double& d) {
+    f = SmoothReluAct::f(x);
+    d = SmoothReluAct::df(x);
   }
 };
 

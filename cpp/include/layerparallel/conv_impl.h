@@ -41,6 +41,7 @@ LP_HOST_DEVICE inline void conv_preact_example(const ConvShape& sh, const double
           for (int y = y0; y < y1; ++y) {
             const double* urow = uc + (y + ky - 1) * W + (kx - 1);
             double* zrow = zc + y * W;
+            LP_SIMD
             for (int x = x0; x < x1; ++x) zrow[x] += kv * urow[x];
           }
         }
@@ -77,6 +78,7 @@ LP_HOST_DEVICE inline void conv_transpose_add(const ConvShape& sh, const double*
           for (int y = y0; y < y1; ++y) {
             double* lrow = lc + (y + ky - 1) * W + (kx - 1);
             const double* drow = dc + y * W;
+            LP_SIMD
             for (int x = x0; x < x1; ++x) lrow[x] += kv * drow[x];
           }
         }
@@ -124,6 +126,7 @@ LP_HOST_DEVICE inline void conv_gradient_example(const ConvShape& sh, double gsc
           for (int y = y0; y < y1; ++y) {
             const double* urow = uc + (y + ky - 1) * W + (kx - 1);
             const double* drow = dc + y * W;
+            LP_SIMD_SUM(acc)
             for (int x = x0; x < x1; ++x) acc += drow[x] * urow[x];
           }
           g[ky * 3 + kx] += gscale * acc;

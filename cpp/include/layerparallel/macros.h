@@ -14,6 +14,18 @@
 #define LP_DEVICE
 #endif
 
+/// Asks the host compiler to vectorise the loop that follows (gcc -O2 uses a
+/// "very cheap" cost model that skips loops of unknown trip count); no-op in nvcc.
+#define LP_PRAGMA(x) _Pragma(#x)
+#if defined(_OPENMP) && !defined(__CUDA_ARCH__)
+#define LP_SIMD _Pragma("omp simd")
+/// A vectorised sum into `var` (partial sums per lane, added in a fixed order).
+#define LP_SIMD_SUM(var) LP_PRAGMA(omp simd reduction(+ : var))
+#else
+#define LP_SIMD
+#define LP_SIMD_SUM(var)
+#endif
+
 #if defined(__CUDACC__) || defined(__GNUC__) || defined(__clang__)
 #define LP_RESTRICT __restrict__
 #else
