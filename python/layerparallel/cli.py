@@ -110,6 +110,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} exists and is not a folder")
     grid = ProcessGrid.create(_world(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
     model = build_model(cfg, data)
+    from .datasets import class_balance, format_class_balance
+
+    if grid.is_root and not args.quiet:
+        print(format_class_balance(data), file=sys.stderr, flush=True)
     # Every process trains (on its share of the examples); only the first one talks and writes.
     progress = _Progress(cfg.optimizer.max_iter, args.quiet or not grid.is_root)
     result = train(model, data, cfg, callback=progress, grid=grid)
@@ -131,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "layer_procs": grid.layer_procs,
         "data_procs": grid.data_procs,
         "threads": _core.num_threads(),
+        "class_balance": {split: {str(k): v for k, v in counts.items()}
+                          for split, counts in class_balance(data).items()},
         "config": cfg.to_dict(),
     }
     if result.mgrit:
