@@ -12,6 +12,17 @@
 
 namespace layerparallel {
 
+namespace {
+template <class F>
+void with_act(Activation a, F&& f) {
+  switch (a) {
+    case Activation::Tanh: f(TanhAct{}); break;
+    case Activation::Relu: f(ReluAct{}); break;
+    default: f(SmoothReluAct{}); break;
+  }
+}
+}  // namespace
+
 void ConvSpec::validate() const {
   LP_REQUIRE(channels >= 1, "channels must be at least 1, got " << channels);
   LP_REQUIRE(height >= 1 && width >= 1, "the image must be at least 1x1, got " << height << "x" << width);
@@ -27,6 +38,10 @@ ConvLayout::ConvLayout(const ConvSpec& spec) {
   per_layer_weights = sh.weight_size();
   per_layer_biases = sh.bias_size();
   std::size_t at = 0;
+  opening_weight = at;
+  if (spec.conv_opening) at += static_cast<std::size_t>(spec.channels) * 9;
+  opening_bias = at;
+  if (spec.conv_opening) at += per_layer_biases;
   weights = at;
   at += spec.layers * per_layer_weights;
   biases = at;
@@ -40,8 +55,58 @@ ConvLayout::ConvLayout(const ConvSpec& spec) {
 
 ConvResNet::ConvResNet(const ConvSpec& spec) : spec_(spec), layout_((spec.validate(), spec)) {}
 
-void ConvResNet::opening(const double*, const double* X, int s, double* U0) const {
-  replicate_opening(spec_.shape(), X, U0, s);
+void ConvResNet::opening(const double* theta, const double* X, int s, double* U0) const {
+  if (!spec_.conv_opening) {
+    replicate_opening(spec_.shape(), X, U0, s);
+    return;
+  }
+  const ConvShape sh = spec_.shape();
+  const int P = sh.pixels();
+  const double* Ko = theta + layout_.opening_weight;
+  const double* bo = theta + layout_.opening_bias;
+  with_act(spec_.activation, [&](auto A) {
+    using Act = decltype(A);
+    for_each_chunk(s, [&](int r0, int rows) {
+      std::vector<double> xs(P);
+      for (int i = r0; i < r0 + rows; ++i) {
+        for (int p = 0; p < P; ++p) xs[p] = X[static_cast<std::size_t>(i) * P + p] / 255.0;
+        double* u = U0 + static_cast<std::size_t>(i) * sh.size();
+        conv_preact_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, Ko, bo, xs.data(), u);
+        for (int k = 0; k < sh.size(); ++k) u[k] = Act::f(u[k]);
+      }
+    });
+  });
+}
+
+void ConvResNet::opening_gradient(const double* theta, const double* X, const double* lam0, int s,
+                                  double* grad) const {
+  if (!spec_.conv_opening) return;
+  const ConvShape sh = spec_.shape();
+  const int P = sh.pixels(), n = sh.size();
+  const double* Ko = theta + layout_.opening_weight;
+  const double* bo = theta + layout_.opening_bias;
+  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+  const int wlen = sh.C * 9, len = wlen + sh.bias_size();
+  std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
+  with_act(spec_.activation, [&](auto A) {
+    using Act = decltype(A);
+    for_each_chunk(s, [&](int r0, int rows) {
+      std::vector<double> xs(P), d(n);
+      double* pg = partial.data() + static_cast<std::size_t>(r0 / kReduceChunk) * len;
+      for (int i = r0; i < r0 + rows; ++i) {
+        for (int p = 0; p < P; ++p) xs[p] = X[static_cast<std::size_t>(i) * P + p] / 255.0;
+        conv_preact_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, Ko, bo, xs.data(), d.data());
+        const double* l = lam0 + static_cast<std::size_t>(i) * n;
+        for (int k = 0; k < n; ++k) d[k] = Act::df(d[k]) * l[k];
+        conv_gradient_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, 1.0, d.data(), xs.data(), pg, pg + wlen);
+      }
+    });
+  });
+  for (int c = 0; c < chunks; ++c) {
+    const double* p = partial.data() + static_cast<std::size_t>(c) * len;
+    for (int k = 0; k < wlen; ++k) grad[layout_.opening_weight + k] += p[k];
+    for (int k = 0; k < sh.bias_size(); ++k) grad[layout_.opening_bias + k] += p[wlen + k];
+  }
 }
 
 void ConvResNet::step(const double* theta, int n, double dt, const double* in, double* out, int s,
@@ -84,7 +149,9 @@ void ConvResNet::classifier_logits(const double* theta, const double* UN, int s,
 
 double ConvResNet::regularization(const double* theta, const Regularization& reg, double* grad) const {
   double value = 0.0;
-  if (reg.tikhonov > 0.0) value += tikhonov_term(theta, layout_.weights, layout_.classifier_weight, reg.tikhonov, grad);
+  // Tikhonov on the opening (when it has parameters) and every hidden layer.
+  if (reg.tikhonov > 0.0)
+    value += tikhonov_term(theta, layout_.opening_weight, layout_.classifier_weight, reg.tikhonov, grad);
   if (reg.classifier > 0.0)
     value += tikhonov_term(theta, layout_.classifier_weight, layout_.size, reg.classifier, grad);
   if (reg.ddt > 0.0 && spec_.layers > 1) {

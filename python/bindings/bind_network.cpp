@@ -193,7 +193,7 @@ void bind_network(py::module_& m) {
   py::class_<ConvResNet, ResidualNetwork>(m, "ConvResNet",
                                           "3x3 convolutional residual network with the replicate opening.")
       .def(py::init([](int channels, int height, int width, int n_classes, int layers, double T,
-                       const std::string& activation, const std::string& bias) {
+                       const std::string& activation, const std::string& bias, const std::string& opening) {
              ConvSpec s;
              s.channels = channels;
              s.height = height;
@@ -205,10 +205,16 @@ void bind_network(py::module_& m) {
              if (bias != "pixel" && bias != "channel")
                throw py::value_error("bias must be 'pixel' or 'channel', got '" + bias + "'");
              s.bias_per_channel = bias == "channel";
+             if (opening != "replicate" && opening != "conv")
+               throw py::value_error("opening must be 'replicate' or 'conv' for a convolutional network, got '" +
+                                     opening + "'");
+             s.conv_opening = opening == "conv";
              return ConvResNet(s);
            }),
            py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("n_classes"), py::arg("layers"),
-           py::arg("T"), py::arg("activation"), py::arg("bias") = "pixel")
+           py::arg("T"), py::arg("activation"), py::arg("bias") = "pixel", py::arg("opening") = "replicate")
+      .def_property_readonly("opening",
+                             [](const ConvResNet& n) { return n.spec().conv_opening ? "conv" : "replicate"; })
       .def_property_readonly("channels", [](const ConvResNet& n) { return n.spec().channels; })
       .def_property_readonly("height", [](const ConvResNet& n) { return n.spec().height; })
       .def_property_readonly("width", [](const ConvResNet& n) { return n.spec().width; })
@@ -222,6 +228,11 @@ void bind_network(py::module_& m) {
             const auto& s = net.spec();
             using Shape = std::vector<py::ssize_t>;
             py::list out;
+            if (s.conv_opening) {
+              out.append(py::make_tuple("opening_weight", L.opening_weight, Shape{s.channels, 1, 3, 3}));
+              out.append(py::make_tuple("opening_bias", L.opening_bias,
+                                        s.bias_per_channel ? Shape{s.channels} : Shape{s.height, s.width}));
+            }
             out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.channels, s.channels, 3, 3}));
             out.append(py::make_tuple("biases", L.biases,
                                       s.bias_per_channel ? Shape{s.layers, s.channels}

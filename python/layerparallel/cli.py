@@ -143,7 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["mgrit"] = result.mgrit
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "history.csv", _history_csv(result.history, result.columns))
-    model.save(out / "params.npz", config=cfg.to_dict() | {"model": cfg.to_dict()["model"] | {"n_features": data.n_features}})
+    saved_model = cfg.to_dict()["model"] | {"n_features": data.n_features}
+    if cfg.model.kind == "conv":
+        saved_model |= {"image_height": model.height, "image_width": model.width}
+    model.save(out / "params.npz", config=cfg.to_dict() | {"model": saved_model})
     plot_history(result.history, out / "training.png", title=f"{Path(args.config).stem} ({cfg.train.mode})")
     if data.n_features == 2:
         plot_decision_regions(model, data.val_x, data.val_y, out / "decision_regions.png")

@@ -95,7 +95,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "layers": Key(int, 32, **_ge(1)),
         "T": Key(float, 5.0, **_gt(0)),
         "activation": Key(str, "smooth_relu", choices=("tanh", "relu", "smooth_relu")),
-        "opening": Key(str, "dense", choices=("dense", "expand", "replicate")),
+        "opening": Key(str, "dense", choices=("dense", "expand", "replicate", "conv")),
         "init": Key(str, "uniform", choices=("uniform", "normal"),
                     doc="uniform [0,1) (the paper) or standard normal, times the scales below"),
         "init_opening": Key(float, 1e-3),
@@ -225,10 +225,11 @@ def relax_levels(text: str) -> list[str]:
 def _check_cross(values: dict[str, dict[str, Any]]) -> None:
     """Rules that involve more than one key."""
     model = values["model"]
-    if model["kind"] == "conv" and model["opening"] != "replicate":
-        raise ValueError(f'model.opening must be "replicate" for model.kind = "conv", got "{model["opening"]}".')
-    if model["kind"] == "dense" and model["opening"] == "replicate":
-        raise ValueError('model.opening = "replicate" needs model.kind = "conv".')
+    if model["kind"] == "conv" and model["opening"] not in ("replicate", "conv"):
+        raise ValueError(f'model.opening must be "replicate" or "conv" for model.kind = "conv", '
+                         f'got "{model["opening"]}".')
+    if model["kind"] == "dense" and model["opening"] in ("replicate", "conv"):
+        raise ValueError(f'model.opening = "{model["opening"]}" needs model.kind = "conv".')
     levels = relax_levels(values["mgrit"]["relax"])
     if not levels or not all(_RELAX_RE.match(t) for t in levels):
         raise ValueError(f"mgrit.relax must list one relaxation per level of the form F, FCF, FCFCF, ... "

@@ -274,8 +274,10 @@ class ConvResNet(Network):
     ``channels`` x ``height`` x ``width`` images: the replicate opening (every
     channel gets ``tanh(6 p / 255 - 3) + 1`` of pixel p), zero padding, one bias
     per pixel shared over channels (``bias="pixel"``, the paper) or per channel,
-    and a softmax classifier on the flattened final image. Parameter file keys:
-    ``weights (N, C, C, 3, 3)``, ``biases (N, H, W)`` or ``(N, C)``,
+    and a softmax classifier on the flattened final image. ``opening="conv"``
+    learns the opening instead: ``u_0 = sigma(conv3x3(K_o, p / 255) + b_o)``.
+    Parameter file keys: [``opening_weight (C, 1, 3, 3)``, ``opening_bias (H, W)``
+    or ``(C,)``,] ``weights (N, C, C, 3, 3)``, ``biases (N, H, W)`` or ``(N, C)``,
     ``classifier_weight (n_c, C*H*W)``, ``classifier_bias (n_c,)``.
     Inputs are pixel values 0..255, (s, H, W), (s, 1, H, W) or (s, H*W).
     """
@@ -290,9 +292,11 @@ class ConvResNet(Network):
         T: float = 5.0,
         activation: str = "tanh",
         bias: str = "pixel",
+        opening: str = "replicate",
         *,
         regularization: Regularization | None = None,
         seed: int = 0,
+        init_opening: float = 1e-3,
         init_hidden: float = 1e-3,
         init_classifier: float = 1e-3,
         init: str = "uniform",
@@ -303,8 +307,9 @@ class ConvResNet(Network):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         net = _core.ConvResNet(int(channels), int(height), int(width), int(n_classes), int(layers), float(T),
-                               str(activation), str(bias))
-        scales = {"weights": init_hidden, "biases": init_hidden,
+                               str(activation), str(bias), str(opening))
+        scales = {"opening_weight": init_opening, "opening_bias": init_opening,
+                  "weights": init_hidden, "biases": init_hidden,
                   "classifier_weight": init_classifier, "classifier_bias": init_classifier}
         self._setup(net, regularization, theta, seed, scales, init)
 
@@ -312,11 +317,12 @@ class ConvResNet(Network):
     height = property(lambda self: self._net.height)
     width = property(lambda self: self._net.width)
     bias = property(lambda self: self._net.bias)
-    opening = property(lambda self: "replicate")
+    opening = property(lambda self: self._net.opening)
 
     def spec(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width, "n_classes": self.n_classes, "channels": self.channels,
-                "layers": self.layers, "T": self.T, "activation": self.activation, "bias": self.bias}
+                "layers": self.layers, "T": self.T, "activation": self.activation, "bias": self.bias,
+                "opening": self.opening}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ConvResNet":
@@ -333,14 +339,18 @@ class ConvResNet(Network):
         if b.ndim == 3:
             H, W, bias = b.shape[1], b.shape[2], "pixel"
         else:
+            # Per-channel biases do not carry the image size: the config does
+            # (image_height/image_width from the command line, height/width from spec()).
             bias = "channel"
             side = int(round(np.sqrt(flat // C)))
-            H, W = int(model_cfg.get("height", side)), int(model_cfg.get("image_width", side))
+            H = int(model_cfg.get("image_height", model_cfg.get("height", side)))
+            W = int(model_cfg.get("image_width", model_cfg.get("width", side) if "height" in model_cfg else side))
             if H * W * C != flat:
                 raise ValueError(f"parameter file {path}: cannot tell the image size of a per-channel-bias "
                                  f"network ({flat // C} pixels, not square); its config lacks model.height")
         spec = {"height": int(H), "width": int(W), "n_classes": int(nc), "channels": int(C), "layers": int(N),
-                "T": float(model_cfg.get("T", 5.0)), "activation": model_cfg.get("activation", "tanh"), "bias": bias}
+                "T": float(model_cfg.get("T", 5.0)), "activation": model_cfg.get("activation", "tanh"), "bias": bias,
+                "opening": "conv" if "opening_weight" in arrays else "replicate"}
         spec.update(overrides)
         model = cls(**spec)
         model.load_parameters(path)

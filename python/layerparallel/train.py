@@ -238,8 +238,9 @@ def build_model(cfg: Any, data: Dataset) -> Network:
         if shape[0] != 1:
             raise ValueError(f"the replicate opening needs one input channel, the images have {shape[0]}")
         return ConvResNet(shape[1], shape[2], data.n_classes, m.channels, m.layers, m.T, m.activation, m.bias,
-                          regularization=Regularization(r.tikhonov, r.classifier, r.ddt), seed=cfg.train.seed,
-                          init_hidden=m.init_hidden, init_classifier=m.init_classifier, init=m.init)
+                          m.opening, regularization=Regularization(r.tikhonov, r.classifier, r.ddt),
+                          seed=cfg.train.seed, init_opening=m.init_opening, init_hidden=m.init_hidden,
+                          init_classifier=m.init_classifier, init=m.init)
     return ResNet(data.n_features, data.n_classes, m.width, m.layers, m.T, m.activation, m.opening,
                   regularization=Regularization(r.tikhonov, r.classifier, r.ddt), seed=cfg.train.seed,
                   init_opening=m.init_opening, init_hidden=m.init_hidden, init_classifier=m.init_classifier,

@@ -13,7 +13,7 @@ using namespace lptest;
 
 namespace {
 
-ConvSpec small_spec(bool per_channel, Activation act) {
+ConvSpec small_spec(bool per_channel, Activation act, bool conv_opening = false) {
   ConvSpec s;
   s.channels = 2;
   s.height = 4;
@@ -23,14 +23,15 @@ ConvSpec small_spec(bool per_channel, Activation act) {
   s.T = 1.2;
   s.activation = act;
   s.bias_per_channel = per_channel;
+  s.conv_opening = conv_opening;
   return s;
 }
 
-class ConvNetwork : public ::testing::TestWithParam<std::tuple<bool, Activation>> {};
+class ConvNetwork : public ::testing::TestWithParam<std::tuple<bool, Activation, bool>> {};
 
 TEST_P(ConvNetwork, GradientMatchesFiniteDifferences) {
-  const auto [per_channel, act] = GetParam();
-  ConvResNet net(small_spec(per_channel, act));
+  const auto [per_channel, act, conv_opening] = GetParam();
+  ConvResNet net(small_spec(per_channel, act, conv_opening));
   const int s = 5;
   auto theta = random_vector(net.param_size(), -0.5, 0.5, 3);
   auto X = random_vector(static_cast<std::size_t>(s) * net.input_size(), 0, 255, 4);
@@ -50,9 +51,10 @@ TEST_P(ConvNetwork, GradientMatchesFiniteDifferences) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Biases, ConvNetwork,
+INSTANTIATE_TEST_SUITE_P(BiasesAndOpenings, ConvNetwork,
                          ::testing::Combine(::testing::Bool(),
-                                            ::testing::Values(Activation::Tanh, Activation::SmoothRelu)));
+                                            ::testing::Values(Activation::Tanh, Activation::SmoothRelu),
+                                            ::testing::Bool()));
 
 TEST(ConvNetworkMgrit, ExactSolveMatchesSerial) {
   ConvSpec sp = small_spec(false, Activation::Tanh);

@@ -142,7 +142,7 @@ BAD_VALUES = [
     ("model", "T", float("inf"), "finite"),
     ("model", "activation", "sigmoid", "smooth_relu"),
     ("model", "activation", 1, "type str"),
-    ("model", "opening", "conv", "\"dense\", \"expand\", \"replicate\""),
+    ("model", "opening", "conv", "needs model.kind"),
     ("regularization", "tikhonov", -1e-7, ">= 0"),
     ("regularization", "classifier", -1, ">= 0"),
     ("regularization", "ddt", -1e-3, ">= 0"),

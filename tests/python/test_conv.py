@@ -14,9 +14,9 @@ from layerparallel.train import MgritSolver
 REG = Regularization(1e-3, 2e-3, 3e-3)
 
 
-def small(bias="pixel", layers=3):
-    m = ConvResNet(5, 4, 3, channels=2, layers=layers, T=1.0, activation="tanh", bias=bias, regularization=REG,
-                   init="normal", init_hidden=0.3, init_classifier=0.3, seed=1)
+def small(bias="pixel", layers=3, opening="replicate"):
+    m = ConvResNet(5, 4, 3, channels=2, layers=layers, T=1.0, activation="tanh", bias=bias, opening=opening,
+                   regularization=REG, init="normal", init_opening=0.5, init_hidden=0.3, init_classifier=0.3, seed=1)
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 255, (6, 1, 5, 4))
     y = rng.integers(0, 3, 6)
@@ -24,8 +24,9 @@ def small(bias="pixel", layers=3):
 
 
 @pytest.mark.parametrize("bias", ["pixel", "channel"])
-def test_gradient_matches_finite_differences(bias):
-    m, X, y = small(bias)
+@pytest.mark.parametrize("opening", ["replicate", "conv"])
+def test_gradient_matches_finite_differences(bias, opening):
+    m, X, y = small(bias, opening=opening)
     g = m.evaluate(X, y).gradient
     theta = m.theta.copy()
     eps = 1e-5
@@ -91,3 +92,25 @@ def test_digits_trains_from_the_command_line(tmp_path):
     assert summary["val_accuracy"] > 0.7
     with np.load(out / "params.npz") as f:
         assert f["weights"].shape == (8, 4, 4, 3, 3)
+
+
+def test_conv_opening_layout_and_file(tmp_path):
+    m, X, y = small("channel", opening="conv")  # a 5x4 image: not square
+    assert m.parameters["opening_weight"].shape == (2, 1, 3, 3)
+    assert m.parameters["opening_bias"].shape == (2,)
+    m.save(tmp_path / "o.npz")
+    m2 = load_model(tmp_path / "o.npz")
+    assert m2.opening == "conv"
+    np.testing.assert_array_equal(m2.logits(X), m.logits(X))
+
+
+def test_cli_written_conv_params_load_with_their_image_size(tmp_path):
+    from layerparallel.cli import main
+
+    pytest.importorskip("sklearn")
+    out = tmp_path / "r"
+    assert main(["train", "examples/digits.toml", "--out", str(out), "--quiet", "--set", "optimizer.max_iter=1",
+                 "--set", 'model.bias="channel"', "--set", 'model.opening="conv"', "--set", "data.train_size=50",
+                 "--set", "data.val_size=20"]) == 0
+    m = load_model(out / "params.npz")
+    assert (m.height, m.width, m.bias, m.opening) == (8, 8, "channel", "conv")

@@ -21,17 +21,18 @@ struct ConvShape {
   LP_HOST_DEVICE int weight_size() const { return C * C * 9; }
 };
 
-/// z = conv3x3(K, u) + bias for one example.
-LP_HOST_DEVICE inline void conv_preact_example(const ConvShape& sh, const double* LP_RESTRICT K,
-                                               const double* LP_RESTRICT bias, const double* LP_RESTRICT u,
-                                               double* LP_RESTRICT z) {
-  const int C = sh.C, H = sh.H, W = sh.W, P = H * W;
-  for (int co = 0; co < C; ++co) {
+/// z = conv3x3(K, u) + bias for one example with Cin input and Cout output
+/// channels (K is (Cout, Cin, 3, 3)); bias per output channel or per pixel.
+LP_HOST_DEVICE inline void conv_preact_channels(int Cout, int Cin, int H, int W, bool bias_per_channel,
+                                                const double* LP_RESTRICT K, const double* LP_RESTRICT bias,
+                                                const double* LP_RESTRICT u, double* LP_RESTRICT z) {
+  const int P = H * W;
+  for (int co = 0; co < Cout; ++co) {
     double* zc = z + co * P;
-    for (int p = 0; p < P; ++p) zc[p] = sh.bias_per_channel ? bias[co] : bias[p];
-    for (int ci = 0; ci < C; ++ci) {
+    for (int p = 0; p < P; ++p) zc[p] = bias_per_channel ? bias[co] : bias[p];
+    for (int ci = 0; ci < Cin; ++ci) {
       const double* uc = u + ci * P;
-      const double* k = K + (co * C + ci) * 9;
+      const double* k = K + (co * Cin + ci) * 9;
       for (int ky = 0; ky < 3; ++ky) {
         for (int kx = 0; kx < 3; ++kx) {
           const double kv = k[ky * 3 + kx];
@@ -48,6 +49,13 @@ LP_HOST_DEVICE inline void conv_preact_example(const ConvShape& sh, const double
       }
     }
   }
+}
+
+/// z = conv3x3(K, u) + bias for one example of a C -> C layer.
+LP_HOST_DEVICE inline void conv_preact_example(const ConvShape& sh, const double* LP_RESTRICT K,
+                                               const double* LP_RESTRICT bias, const double* LP_RESTRICT u,
+                                               double* LP_RESTRICT z) {
+  conv_preact_channels(sh.C, sh.C, sh.H, sh.W, sh.bias_per_channel, K, bias, u, z);
 }
 
 /// out = u + dt * act(conv(K, u) + bias) for one example; z is scratch (size()).
@@ -108,16 +116,18 @@ LP_HOST_DEVICE inline void conv_adjoint_example(const ConvShape& sh, const doubl
   conv_transpose_add(sh, K, dt, d, lam);
 }
 
-/// Gradient contribution of one example: gK += gscale * corr(d, u), gb += gscale * sums of d.
-LP_HOST_DEVICE inline void conv_gradient_example(const ConvShape& sh, double gscale, const double* LP_RESTRICT d,
-                                                 const double* LP_RESTRICT u, double* LP_RESTRICT gK,
-                                                 double* LP_RESTRICT gb) {
-  const int C = sh.C, H = sh.H, W = sh.W, P = H * W;
-  for (int co = 0; co < C; ++co) {
+/// Gradient contribution of one example with Cin input and Cout output channels:
+/// gK += gscale * corr(d, u) (gK is (Cout, Cin, 3, 3)), gb += gscale * sums of d.
+LP_HOST_DEVICE inline void conv_gradient_channels(int Cout, int Cin, int H, int W, bool bias_per_channel,
+                                                  double gscale, const double* LP_RESTRICT d,
+                                                  const double* LP_RESTRICT u, double* LP_RESTRICT gK,
+                                                  double* LP_RESTRICT gb) {
+  const int P = H * W;
+  for (int co = 0; co < Cout; ++co) {
     const double* dc = d + co * P;
-    for (int ci = 0; ci < C; ++ci) {
+    for (int ci = 0; ci < Cin; ++ci) {
       const double* uc = u + ci * P;
-      double* g = gK + (co * C + ci) * 9;
+      double* g = gK + (co * Cin + ci) * 9;
       for (int ky = 0; ky < 3; ++ky) {
         for (int kx = 0; kx < 3; ++kx) {
           const int y0 = ky == 0 ? 1 : 0, y1 = ky == 2 ? H - 1 : H;
@@ -133,7 +143,7 @@ LP_HOST_DEVICE inline void conv_gradient_example(const ConvShape& sh, double gsc
         }
       }
     }
-    if (sh.bias_per_channel) {
+    if (bias_per_channel) {
       double acc = 0.0;
       for (int p = 0; p < P; ++p) acc += dc[p];
       gb[co] += gscale * acc;
@@ -141,6 +151,13 @@ LP_HOST_DEVICE inline void conv_gradient_example(const ConvShape& sh, double gsc
       for (int p = 0; p < P; ++p) gb[p] += gscale * dc[p];
     }
   }
+}
+
+/// Gradient contribution of one example of a C -> C layer.
+LP_HOST_DEVICE inline void conv_gradient_example(const ConvShape& sh, double gscale, const double* LP_RESTRICT d,
+                                                 const double* LP_RESTRICT u, double* LP_RESTRICT gK,
+                                                 double* LP_RESTRICT gb) {
+  conv_gradient_channels(sh.C, sh.C, sh.H, sh.W, sh.bias_per_channel, gscale, d, u, gK, gb);
 }
 
 /// The paper's image opening: every channel gets tanh(6 p / 255 - 3) + 1 of pixel p.

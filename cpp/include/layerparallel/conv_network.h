@@ -19,6 +19,9 @@ struct ConvSpec {
   double T = 5.0;
   Activation activation = Activation::Tanh;
   bool bias_per_channel = false;  ///< false: one bias per pixel shared over channels (the paper)
+  /// false: the replicate opening (no parameters); true: a learned 3x3 convolution from the
+  /// one input channel, u0 = act(conv(K_o, p / 255) + b_o), bias kind as in the layers.
+  bool conv_opening = false;
 
   double h() const { return T / layers; }
   ConvShape shape() const { return ConvShape{channels, height, width, bias_per_channel}; }
@@ -26,10 +29,12 @@ struct ConvSpec {
   void validate() const;
 };
 
-/// Offsets in the flat parameter vector: weights (N, C, C, 3, 3), biases (N, H*W or C),
+/// Offsets in the flat parameter vector: [opening_weight (C, 1, 3, 3), opening_bias
+/// (H*W or C) for the conv opening], weights (N, C, C, 3, 3), biases (N, H*W or C),
 /// classifier_weight (n_c, C*H*W), classifier_bias (n_c).
 struct ConvLayout {
   explicit ConvLayout(const ConvSpec& spec);
+  std::size_t opening_weight = 0, opening_bias = 0;
   std::size_t weights = 0, biases = 0, classifier_weight = 0, classifier_bias = 0, size = 0;
   std::size_t per_layer_weights = 0, per_layer_biases = 0;
 };
@@ -59,8 +64,9 @@ class ConvResNet : public ResidualNetwork {
   void activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const override;
   double classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
                     double scale, std::int64_t* correct, double* lam, double* grad) const override;
-  /// The replicate opening has no parameters.
-  void opening_gradient(const double*, const double*, const double*, int, double*) const override {}
+  /// Nothing for the replicate opening (it has no parameters).
+  void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
+                        double* grad) const override;
   double regularization(const double* theta, const Regularization& reg, double* grad) const override;
   void classifier_logits(const double* theta, const double* UN, int s, double* Z) const override;
 
