@@ -157,3 +157,19 @@ def test_params_written_by_p_load_on_q(config, tmp_path):
     assert ev2.returncode == 0, ev2.stderr
     lines = ev2.stdout.strip().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["val_accuracy"] == res["val_accuracy"]
+
+
+def test_conv_network_on_two_processes_matches_one(tmp_path):
+    pytest.importorskip("sklearn")
+    root = HERE.parents[1]
+    sets = ["optimizer.max_iter=5", "data.train_size=120", "data.val_size=40", "model.layers=4"]
+    ref, out = tmp_path / "one", tmp_path / "two"
+    args = lambda o: train_args(root / "examples" / "digits.toml", o, *sets)
+    r1 = subprocess.run([sys.executable, *args(ref)], capture_output=True, text=True, timeout=300, env=env())
+    assert r1.returncode == 0, r1.stderr
+    r2 = mpirun(2, args(out))
+    assert r2.returncode == 0, r2.stderr
+    h0, h1 = history(ref), history(out)
+    assert len(h0) == len(h1) == 6
+    for a, b in zip(h0, h1):
+        assert float(b["objective"]) == pytest.approx(float(a["objective"]), rel=1e-12)
