@@ -51,3 +51,13 @@ def test_indian_pines_example_runs_on_mat_files(tmp_path):
                  "--set", "data.val_size=40", "--set", "model.layers=3", "--set", "optimizer.max_iter=3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["width"] == 220 and summary["iterations"] == 3
+
+
+@pytest.mark.slow
+def test_digits_example_reaches_95_percent(tmp_path):
+    # Serial mode only here (15 s); the MGRIT modes give the same accuracy on this
+    # example (benchmarks/RESULTS.md) and are exercised on conv networks in test_conv.py.
+    pytest.importorskip("sklearn")
+    out = tmp_path / "digits"
+    assert main(["train", str(EXAMPLES / "digits.toml"), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["val_accuracy"] >= 0.95
