@@ -54,4 +54,18 @@ double cuda_classifier_loss(int, int, const double*, const double*, const double
 }
 double cuda_residual_norm(const double*, const double*, std::size_t) { unavailable("cuda_residual_norm"); }
 
+void cuda_conv_step(Activation, const ConvShape&, const double*, const double*, double, const double*, double*, int,
+                    double*) {
+  unavailable("cuda_conv_step");
+}
+void cuda_conv_adjoint_step(Activation, const ConvShape&, const double*, const double*, double, const double*,
+                            const double*, double*, int, const double*) {
+  unavailable("cuda_conv_adjoint_step");
+}
+void cuda_conv_layer_gradient(Activation, const ConvShape&, const double*, const double*, const double*,
+                              const double*, int, double*, double*, double, const double*) {
+  unavailable("cuda_conv_layer_gradient");
+}
+void cuda_replicate_opening(const ConvShape&, const double*, double*, int) { unavailable("cuda_replicate_opening"); }
+
 }  // namespace layerparallel

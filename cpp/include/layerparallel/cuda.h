@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "layerparallel/activation_impl.h"
+#include "layerparallel/conv_impl.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
@@ -130,5 +131,27 @@ double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, c
 
 /// sqrt(sum_k (a_k - b_k)^2) over n entries (b may be null). Deterministic.
 double cuda_residual_norm(const double* a, const double* b, std::size_t n);
+
+// ---- the 3x3 convolutional residual layer (conv.h's batch functions on the device);
+// states are (s, C, H, W), K (C, C, 3, 3), bias per pixel (H*W) or per channel (C).
+
+/// out = in + dt act(conv(K, in) + bias); deriv (optional) receives act'(.). in != out.
+void cuda_conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
+                    const double* in, double* out, int s, double* deriv = nullptr);
+
+/// lam = lam_next + dt conv^T(K, act'(conv(K, u) + bias) * lam_next); with deriv != nullptr
+/// (act'(.) known) u, bias and act are not used.
+void cuda_conv_adjoint_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
+                            const double* u, const double* lam_next, double* lam, int s,
+                            const double* deriv = nullptr);
+
+/// gK += gscale corr(D, u), gb += gscale sums of D, D = act'(conv(K, u) + bias) * lam_next
+/// (or deriv * lam_next); gK (C*C*9) and gb (bias_size()) on the device. Deterministic.
+void cuda_conv_layer_gradient(Activation act, const ConvShape& sh, const double* K, const double* bias,
+                              const double* u, const double* lam_next, int s, double* gK, double* gb, double gscale,
+                              const double* deriv = nullptr);
+
+/// u0 = tanh(6 p / 255 - 3) + 1 of each pixel, copied to every channel; pixels (s, H, W).
+void cuda_replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s);
 
 }  // namespace layerparallel
