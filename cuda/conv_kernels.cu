@@ -74,15 +74,6 @@ void require_shape(const ConvShape& sh) {
 
 int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
 
-template <class F>
-void with_act(Activation a, F&& f) {
-  switch (a) {
-    case Activation::Tanh: f(TanhAct{}); break;
-    case Activation::Relu: f(ReluAct{}); break;
-    case Activation::SmoothRelu: f(SmoothReluAct{}); break;
-    default: LP_REQUIRE(false, "unknown activation code " << static_cast<int>(a));
-  }
-}
 
 }  // namespace
 
@@ -95,7 +86,7 @@ void cuda_conv_step(Activation act, const ConvShape& sh, const double* K, const 
   if (s <= 0) return;
   const int threads = kernels::kConvThreads;
   const int blocks = blocks_for(static_cast<long long>(s) * sh.C, threads);
-  with_act(act, [&](auto A) {
+  with_activation(act, [&](auto A) {
     auto kern = conv_step_kernel<decltype(A)>;
     LP_CUDA_LAUNCH(kern, blocks, threads, 0, sh, K, bias, dt, in, out, s, deriv);
   });
@@ -109,7 +100,7 @@ void cuda_conv_adjoint_step(Activation act, const ConvShape& sh, const double* K
   const int threads = kernels::kConvThreads;
   const int blocks = std::min(blocks_for(s, threads), kernels::kConvMaxBlocks);
   DeviceBuffer<double> scratch(static_cast<std::size_t>(blocks) * threads * kernels::conv_adjoint_scratch(sh));
-  with_act(act, [&](auto A) {
+  with_activation(act, [&](auto A) {
     auto kern = conv_adjoint_kernel<decltype(A)>;
     LP_CUDA_LAUNCH(kern, blocks, threads, 0, sh, K, bias, dt, u, deriv, lam_next, lam, s, scratch.data());
   });
@@ -127,7 +118,7 @@ void cuda_conv_layer_gradient(Activation act, const ConvShape& sh, const double*
   const int blocks = std::min(blocks_for(s, threads), kernels::kConvMaxBlocks);
   DeviceBuffer<double> scratch(static_cast<std::size_t>(blocks) * threads * sh.size());
   DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * kernels::conv_gradient_len(sh));
-  with_act(act, [&](auto A) {
+  with_activation(act, [&](auto A) {
     auto kern = conv_gradient_kernel<decltype(A)>;
     LP_CUDA_LAUNCH(kern, blocks, threads, 0, sh, K, bias, u, lam_next, deriv, s, gscale, scratch.data(),
                    partial.data());

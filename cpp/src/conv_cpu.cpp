@@ -11,22 +11,10 @@
 
 namespace layerparallel {
 
-namespace {
-template <class F>
-void with_act(Activation a, F&& f) {
-  switch (a) {
-    case Activation::Tanh: f(TanhAct{}); break;
-    case Activation::Relu: f(ReluAct{}); break;
-    case Activation::SmoothRelu: f(SmoothReluAct{}); break;
-    default: LP_REQUIRE(false, "unknown activation code " << static_cast<int>(a));
-  }
-}
-}  // namespace
-
 void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
                const double* in, double* out, int s, double* deriv) {
   const std::size_t n = sh.size();
-  with_act(act, [&](auto A) {
+  with_activation(act, [&](auto A) {
     using Act = decltype(A);
     for_each_chunk(s, [&](int r0, int rows) {
       std::vector<double> z(n);
@@ -56,7 +44,7 @@ void conv_adjoint_step(Activation act, const ConvShape& sh, const double* K, con
   const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
   const int len = sh.weight_size() + sh.bias_size();
   std::vector<double> partial(gK ? static_cast<std::size_t>(chunks) * len : 0, 0.0);
-  with_act(act, [&](auto A) {
+  with_activation(act, [&](auto A) {
     using Act = decltype(A);
     for_each_chunk(s, [&](int r0, int rows) {
       std::vector<double> z(n), d(n), scratch(lam ? 0 : n);

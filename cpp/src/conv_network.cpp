@@ -12,17 +12,6 @@
 
 namespace layerparallel {
 
-namespace {
-template <class F>
-void with_act(Activation a, F&& f) {
-  switch (a) {
-    case Activation::Tanh: f(TanhAct{}); break;
-    case Activation::Relu: f(ReluAct{}); break;
-    default: f(SmoothReluAct{}); break;
-  }
-}
-}  // namespace
-
 void ConvSpec::validate() const {
   LP_REQUIRE(channels >= 1, "channels must be at least 1, got " << channels);
   LP_REQUIRE(height >= 1 && width >= 1, "the image must be at least 1x1, got " << height << "x" << width);
@@ -64,7 +53,7 @@ void ConvResNet::opening(const double* theta, const double* X, int s, double* U0
   const int P = sh.pixels();
   const double* Ko = theta + layout_.opening_weight;
   const double* bo = theta + layout_.opening_bias;
-  with_act(spec_.activation, [&](auto A) {
+  with_activation(spec_.activation, [&](auto A) {
     using Act = decltype(A);
     for_each_chunk(s, [&](int r0, int rows) {
       std::vector<double> xs(P);
@@ -88,7 +77,7 @@ void ConvResNet::opening_gradient(const double* theta, const double* X, const do
   const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
   const int wlen = sh.C * 9, len = wlen + sh.bias_size();
   std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
-  with_act(spec_.activation, [&](auto A) {
+  with_activation(spec_.activation, [&](auto A) {
     using Act = decltype(A);
     for_each_chunk(s, [&](int r0, int rows) {
       std::vector<double> xs(P), d(n);

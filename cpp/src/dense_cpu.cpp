@@ -25,15 +25,6 @@ namespace {
 // costs a barrier, and on a loaded machine a barrier costs a scheduler time slice.
 
 // ------------------------------------------------------------------ dispatch
-template <class F>
-void with_activation(Activation a, F&& f) {
-  switch (a) {
-    case Activation::Tanh: f(TanhAct{}); break;
-    case Activation::Relu: f(ReluAct{}); break;
-    case Activation::SmoothRelu: f(SmoothReluAct{}); break;
-    default: LP_REQUIRE(false, "unknown activation code " << static_cast<int>(a));
-  }
-}
 
 template <class F>
 void with_width(int w, F&& f) {

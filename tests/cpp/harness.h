@@ -3,6 +3,7 @@
 // block, a block phase by phase (the code between two __syncthreads()).
 #pragma once
 
+#include <utility>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -65,13 +66,10 @@ void run_grid(Idx3 grid, Idx3 block_dim, int shared_doubles, int local_doubles, 
 
 inline int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
 
+// Activation dispatch: layerparallel::with_activation (activation_impl.h).
 template <class F>
 void with_act(Activation a, F&& f) {
-  switch (a) {
-    case Activation::Tanh: f(TanhAct{}); break;
-    case Activation::Relu: f(ReluAct{}); break;
-    default: f(SmoothReluAct{}); break;
-  }
+  layerparallel::with_activation(a, std::forward<F>(f));
 }
 
 // |a - b| <= rel (1 + |b|) elementwise, with the first failing index in the message.

@@ -55,6 +55,18 @@ struct SmoothReluAct {
   }
 };
 
+/// Calls f(ActivationStruct{}) for the runtime activation `a`, so hot loops are
+/// compiled once per activation (host code; the CPU backend and the CUDA launchers).
+template <class F>
+void with_activation(Activation a, F&& f) {
+  switch (a) {
+    case Activation::Tanh: f(TanhAct{}); break;
+    case Activation::Relu: f(ReluAct{}); break;
+    case Activation::SmoothRelu: f(SmoothReluAct{}); break;
+    default: LP_REQUIRE(false, "unknown activation code " << static_cast<int>(a));
+  }
+}
+
 /// Runtime-dispatched value (for code that is not hot).
 LP_HOST_DEVICE inline double activate(Activation a, double x) {
   switch (a) {
