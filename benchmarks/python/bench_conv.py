@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
+
+from timing import median_seconds
 
 from layerparallel import _core
 from layerparallel.model import ConvResNet, Regularization
 
 REG = Regularization(1e-7, 1e-7, 1e-7)
-
-
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main(argv=None):
@@ -46,7 +35,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 255, (s, H * W))
     y = rng.integers(0, 10, s)
-    ours = median_time(lambda: model.evaluate(X, y), args.repeats)
+    ours = median_seconds(lambda: model.evaluate(X, y), args.repeats, warmup=1)
     row = {"case": f"conv C={C} {H}x{W} N={N} s={s}", "threads": threads, "ours_s": ours}
     try:
         import torch
@@ -82,7 +71,7 @@ def main(argv=None):
     err = float(np.abs(tg - ev.gradient).max() / np.abs(ev.gradient).max())
     assert abs(J.item() - ev.objective) < 1e-10 * abs(ev.objective), (J.item(), ev.objective)
     assert err < 1e-9, err
-    theirs = median_time(objective, args.repeats)
+    theirs = median_seconds(objective, args.repeats, warmup=1)
     row.update(torch_s=theirs, speedup=theirs / ours, max_grad_rel_diff=err)
     print(json.dumps(row))
 

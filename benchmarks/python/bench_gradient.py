@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
+
+from timing import median_seconds
 
 from layerparallel import _core
 from layerparallel.model import Regularization, ResNet
@@ -51,17 +51,6 @@ def torch_objective(torch, params, X, y, case):
     return loss + 0.5 * REG.tikhonov * tik + 0.5 * REG.classifier * cls + 0.5 * REG.ddt * ddt
 
 
-def median_seconds(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def run_case(name, case, repeats, torch):
     rng = np.random.default_rng(0)
     model = ResNet(case["features"], case["classes"], case["width"], case["layers"], case["T"], case["activation"],
@@ -69,7 +58,7 @@ def run_case(name, case, repeats, torch):
     model.theta[:] = rng.uniform(-1, 1, model.size) / np.sqrt(case["width"])
     X = rng.uniform(-3, 3, (case["examples"], case["features"]))
     y = rng.integers(0, case["classes"], case["examples"])
-    ours = median_seconds(lambda: model.evaluate(X, y), repeats)
+    ours = median_seconds(lambda: model.evaluate(X, y), repeats, warmup=3)
     row = {"case": name, **case, "ours_ms": 1e3 * ours}
     if torch is not None:
         p = model.parameters
@@ -91,7 +80,7 @@ def run_case(name, case, repeats, torch):
         err = np.abs(tg - ev.gradient).max() / np.abs(ev.gradient).max()
         assert abs(J.item() - ev.objective) < 1e-10 * abs(ev.objective), (J.item(), ev.objective)
         assert err < 1e-9, f"gradients differ: {err}"
-        theirs = median_seconds(step, repeats)
+        theirs = median_seconds(step, repeats, warmup=3)
         row.update(torch_ms=1e3 * theirs, speedup=theirs / ours, max_grad_rel_diff=float(err))
     return row
 

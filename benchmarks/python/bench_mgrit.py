@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
+
+from timing import median_seconds
 
 from layerparallel import _core
 from layerparallel.config import load_config, relax_levels
@@ -30,17 +30,6 @@ from layerparallel.model import Regularization, ResNet
 from layerparallel.train import build_model, train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def median_time(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def options(cfactor, relax, min_coarse, threads=1, max_levels=10):
@@ -60,8 +49,8 @@ def cost_rows(repeats, data):
     model = peaks_model(32)
     X, y = data.train_x, data.train_y
     _core.set_num_threads(1)
-    t_serial = median_time(lambda: model.evaluate(X, y), repeats)
-    t_fwd = median_time(lambda: model.core.forward_states(model.theta, X), repeats)
+    t_serial = median_seconds(lambda: model.evaluate(X, y), repeats)
+    t_fwd = median_seconds(lambda: model.core.forward_states(model.theta, X), repeats)
     N = model.layers
     for cf, relax, mc in ((2, "F,FCF", 10), (4, "F,FCF", 10), (4, "F", 2), (2, "F,FCF", 2)):
         opts = options(cf, relax, mc)
@@ -72,10 +61,10 @@ def cost_rows(repeats, data):
             return solver.evaluate(model.theta, X, y, r.tikhonov, r.classifier, r.ddt, 2, 2, True)
 
         d = sim()
-        t_sim = median_time(sim, repeats)
+        t_sim = median_seconds(sim, repeats)
         fwd_only = lambda: solver.evaluate(model.theta, X, y, r.tikhonov, r.classifier, r.ddt, 2, 2, False)
         dfo = fwd_only()
-        t_fwd2 = median_time(fwd_only, repeats)
+        t_fwd2 = median_seconds(fwd_only, repeats)
         rows.append({
             "case": "peaks N=32 s=5000, 1 thread", "cfactor": cf, "relax": relax, "min_coarse": mc,
             "levels": solver.levels,
@@ -99,7 +88,7 @@ def thread_rows(repeats, data, layers=1024, examples=5000):
             opts = options(cf, relax, mc, threads=threads)
             solver = _core.ResNetMgrit(model.core, X.shape[0], opts, opts)
             r = model.regularization
-            times[threads] = median_time(
+            times[threads] = median_seconds(
                 lambda: solver.evaluate(model.theta, X, y, r.tikhonov, r.classifier, r.ddt, 2, 2, False), repeats)
         out.append({"case": f"forward solve, 2 cycles, N={layers}, s={examples}", "cfactor": cf, "relax": relax,
                     "t1_ms": 1e3 * times[1], "t2_ms": 1e3 * times[2], "speedup_2_over_1": times[1] / times[2]})

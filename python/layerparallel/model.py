@@ -58,6 +58,20 @@ class Evaluation:
     gradient: np.ndarray | None
 
 
+def _require_integers(**values: Any) -> None:
+    """ValueError naming the first argument that is not an integer (bools are not)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def _block_scales(init_opening: float, init_hidden: float, init_classifier: float) -> dict[str, float]:
+    """Initialisation scale of every named parameter block."""
+    return {"opening_weight": init_opening, "opening_bias": init_opening,
+            "weights": init_hidden, "biases": init_hidden,
+            "classifier_weight": init_classifier, "classifier_bias": init_classifier}
+
+
 class Network:
     """What every network model shares: the flat float64 parameter vector ``theta``,
     named views into it (:attr:`parameters`), evaluation through the compiled
@@ -222,15 +236,10 @@ class ResNet(Network):
         init: str = "uniform",
         theta: np.ndarray | None = None,
     ) -> None:
-        for name, value in (("n_features", n_features), ("n_classes", n_classes), ("width", width), ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+        _require_integers(n_features=n_features, n_classes=n_classes, width=width, layers=layers)
         net = _core.DenseResNet(int(n_features), int(n_classes), int(width), int(layers), float(T),
                                 str(activation), str(opening))
-        scales = {"opening_weight": init_opening, "opening_bias": init_opening,
-                  "weights": init_hidden, "biases": init_hidden,
-                  "classifier_weight": init_classifier, "classifier_bias": init_classifier}
-        self._setup(net, regularization, theta, seed, scales, init)
+        self._setup(net, regularization, theta, seed, _block_scales(init_opening, init_hidden, init_classifier), init)
 
     width = property(lambda self: self._net.width)
     opening = property(lambda self: self._net.opening)
@@ -242,9 +251,7 @@ class ResNet(Network):
     def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float,
                    init: str = "uniform") -> None:
         """Seeded initialisation scaled per block: uniform [0, 1) or standard normal."""
-        self._initialize(seed, {"opening_weight": init_opening, "opening_bias": init_opening,
-                                "weights": init_hidden, "biases": init_hidden,
-                                "classifier_weight": init_classifier, "classifier_bias": init_classifier}, init)
+        self._initialize(seed, _block_scales(init_opening, init_hidden, init_classifier), init)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ResNet":
@@ -302,16 +309,10 @@ class ConvResNet(Network):
         init: str = "uniform",
         theta: np.ndarray | None = None,
     ) -> None:
-        for name, value in (("height", height), ("width", width), ("n_classes", n_classes), ("channels", channels),
-                            ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+        _require_integers(height=height, width=width, n_classes=n_classes, channels=channels, layers=layers)
         net = _core.ConvResNet(int(channels), int(height), int(width), int(n_classes), int(layers), float(T),
                                str(activation), str(bias), str(opening))
-        scales = {"opening_weight": init_opening, "opening_bias": init_opening,
-                  "weights": init_hidden, "biases": init_hidden,
-                  "classifier_weight": init_classifier, "classifier_bias": init_classifier}
-        self._setup(net, regularization, theta, seed, scales, init)
+        self._setup(net, regularization, theta, seed, _block_scales(init_opening, init_hidden, init_classifier), init)
 
     channels = property(lambda self: self._net.channels)
     height = property(lambda self: self._net.height)
