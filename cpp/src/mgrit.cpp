@@ -6,12 +6,20 @@
 // With m = m_l, C-point c of level l is level point c m and level point c of
 // level l+1.
 //
-// Ownership: every loop runs over a level's F-intervals or C-points, which the
-// Hierarchy can map to contiguous blocks of fine points (points_in). A
-// distributed version keeps these loops and restricts them to the owned block,
-// exchanging the one state that crosses a block boundary (the last F-point's
-// prediction or the previous C-point) and all-reducing the residual sum, which
-// already goes through the Comm. An owner with no C-point contributes 0.
+// Ownership (Partition): a process owns a contiguous block of fine points and,
+// on every level, the level points whose fine index lies in it (points_in), so
+// a coarse point lives where its fine C-point lives and restriction and
+// correction never communicate values they own. The rule is "the owner of a
+// point computes the step into it": u_j (F-relaxation), the prediction of
+// C-point j, the FAS right-hand side at coarse point j. The only value that
+// crosses a block boundary is the point just before the block (the "ghost"),
+// sent by the nearest owner on the left of that level: at every F-sweep, every
+// restriction (the previous coarse point) and along the coarsest-level
+// substitution (a pipeline). Sends and receives are non-blocking and posted
+// before the local work; the interval whose chain crosses the boundary is
+// relaxed first by the sender and last by the receiver. The residual norm is
+// the one all-reduce. A process with no point (or no C-point) on a level
+// simply contributes nothing there.
 #include "layerparallel/mgrit.h"
 
 #include <omp.h>
@@ -38,6 +46,11 @@ std::string upper(std::string s) {
 }
 
 void copy_state(std::size_t n, const double* src, double* dst) { std::memcpy(dst, src, n * sizeof(double)); }
+
+int ceil_div(int a, int b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+
+// Message kinds (tag = base + 4 level + kind).
+constexpr int kSweepTag = 0, kRestrictTag = 1, kChainTag = 2;
 
 }  // namespace
 
@@ -82,6 +95,38 @@ int MgritOptions::relax_cf_pairs(int level) const {
   return parse_relax(relax[i]);
 }
 
+Partition Partition::contiguous(int n_steps, int parts, bool reversed, int tag) {
+  LP_REQUIRE(n_steps >= 1, "Partition: n_steps must be >= 1, got " << n_steps);
+  LP_REQUIRE(parts >= 1, "Partition: parts must be >= 1, got " << parts);
+  Partition p;
+  p.tag = tag;
+  p.step_bounds.assign(static_cast<std::size_t>(parts) + 1, 0);
+  p.ranks.assign(static_cast<std::size_t>(parts), 0);
+  for (int q = 0; q < parts; ++q) {
+    const int r = reversed ? parts - 1 - q : q;
+    const Range b = split(n_steps, parts, r);
+    p.ranks[q] = r;
+    p.step_bounds[q + 1] = static_cast<int>(reversed ? n_steps - b.begin : b.end);
+  }
+  return p;
+}
+
+void Partition::validate(int n_steps, int comm_size) const {
+  if (empty()) return;
+  const std::size_t P = ranks.size();
+  LP_REQUIRE(step_bounds.size() == P + 1,
+             "Partition: step_bounds needs " << P + 1 << " entries for " << P << " ranks, got " << step_bounds.size());
+  LP_REQUIRE(step_bounds.front() == 0 && step_bounds.back() == n_steps,
+             "Partition: step_bounds must run from 0 to " << n_steps);
+  for (std::size_t q = 0; q < P; ++q) {
+    LP_REQUIRE(step_bounds[q] <= step_bounds[q + 1], "Partition: step_bounds must not decrease");
+    LP_REQUIRE(ranks[q] >= 0 && ranks[q] < comm_size,
+               "Partition: rank " << ranks[q] << " is outside the communicator of " << comm_size << " processes");
+    for (std::size_t r = 0; r < q; ++r) LP_REQUIRE(ranks[r] != ranks[q], "Partition: rank " << ranks[q] << " appears twice");
+  }
+  LP_REQUIRE(tag >= 0, "Partition: tag must be >= 0, got " << tag);
+}
+
 void serial_propagate(Propagator& prop, int n_steps, const double* u0, double* out) {
   const std::size_t ss = prop.state_size();
   copy_state(ss, u0, out);
@@ -90,13 +135,15 @@ void serial_propagate(Propagator& prop, int n_steps, const double* u0, double* o
 
 // ------------------------------------------------------------------ setup
 
-Mgrit::Mgrit(Propagator& prop, int n_steps, MgritOptions opts, Comm* comm)
+Mgrit::Mgrit(Propagator& prop, int n_steps, MgritOptions opts, Comm* comm, Partition part)
     : prop_(prop),
       comm_(comm ? comm : &own_comm_),
       opts_((opts.validate(), std::move(opts))),
       hier_(n_steps, opts_.cfactor_fine, opts_.cfactor, opts_.min_coarse, opts_.max_levels),
+      part_(std::move(part)),
       ss_(prop.state_size()) {
   LP_REQUIRE(ss_ >= 1, "the propagator's state_size() must be >= 1");
+  part_.validate(n_steps, comm_->size());
   const int L = hier_.num_levels();
   cpoints_only_ = upper(opts_.store) == "CPOINTS" && L > 1;
   fcycle_ = upper(opts_.cycle) == "F";
@@ -104,28 +151,89 @@ Mgrit::Mgrit(Propagator& prop, int n_steps, MgritOptions opts, Comm* comm)
   for (int l = 0; l < L; ++l) cf_pairs_[l] = opts_.relax_cf_pairs(l);
   steps_.assign(L, 0);
   lv_.resize(L);
+  // Fine-point block of every position: [0, b_1 + 1), [b_1 + 1, b_2 + 1), ...
+  const int P = part_.empty() ? 1 : static_cast<int>(part_.ranks.size());
+  int me = 0;
+  if (!part_.empty()) {
+    me = -1;
+    for (int q = 0; q < P; ++q)
+      if (part_.ranks[q] == comm_->rank()) me = q;
+    LP_REQUIRE(me >= 0, "Partition: this process (rank " << comm_->rank() << ") owns no part of the time axis");
+  }
+  auto fine_block = [&](int q) -> std::pair<long, long> {
+    if (part_.empty()) return {0, static_cast<long>(n_steps) + 1};
+    return {q == 0 ? 0 : part_.step_bounds[q] + 1, part_.step_bounds[q + 1] + 1};
+  };
   for (int l = 0; l < L; ++l) {
     Level& v = lv_[l];
     const bool coarsest = hier_.is_coarsest(l);
-    const std::size_t npts = static_cast<std::size_t>(hier_.n_points(l));
-    const std::size_t nc = static_cast<std::size_t>(hier_.n_cpoints(l));
-    v.u.assign(((l == 0 && cpoints_only_) ? nc : npts) * ss_, 0.0);
-    if (l > 0) {
-      v.g.assign(npts * ss_, 0.0);
-      v.first.assign((coarsest ? 1 : static_cast<std::size_t>(hier_.n_fintervals(l))) * ss_, 0.0);
+    const int m = coarsest ? 1 : hier_.cfactor(l);
+    std::vector<Range> owners(static_cast<std::size_t>(P));
+    for (int q = 0; q < P; ++q) {
+      const auto fb = fine_block(q);
+      owners[q] = hier_.points_in(l, fb.first, fb.second);
     }
-    if (!coarsest) v.pred.assign(nc * ss_, 0.0);
+    v.own = owners[me];
+    for (int q = me - 1; q >= 0 && v.left < 0; --q)
+      if (!owners[q].empty()) v.left = part_.ranks[q];
+    for (int q = me + 1; q < P && v.right < 0; ++q)
+      if (!owners[q].empty()) v.right = part_.ranks[q];
+    const int jb = static_cast<int>(v.own.begin), je = static_cast<int>(v.own.end);
+    v.cbeg = ceil_div(jb, m);
+    const int cend = std::max(v.cbeg, ceil_div(je, m));
+    v.fbeg = ceil_div(jb - 1, m);
+    const int fend = std::max(v.fbeg, ceil_div(je - 1, m));
+    const std::size_t n_own = static_cast<std::size_t>(je - jb);
+    const std::size_t n_c = static_cast<std::size_t>(cend - v.cbeg);
+    v.u.assign(((l == 0 && cpoints_only_) ? n_c : n_own) * ss_, 0.0);
+    v.ghost.assign(ss_, 0.0);
+    if (l == 0 && cpoints_only_) v.tail.assign(ss_, 0.0);
+    if (l > 0) {
+      v.g.assign(n_own * ss_, 0.0);
+      v.first.assign((coarsest ? 1 : static_cast<std::size_t>(fend - v.fbeg)) * ss_, 0.0);
+    }
+    if (!coarsest) v.pred.assign(n_c * ss_, 0.0);
   }
   u0_.assign(ss_, 0.0);
 }
 
 double* Mgrit::point(int level, int j) {
+  Level& v = lv_[level];
+  if (j == v.own.begin - 1) return v.ghost.data();
+  LP_CHECK(j >= v.own.begin && j < v.own.end, "point " << j << " of level " << level << " is not owned here");
   if (level == 0 && cpoints_only_) {
     const int m = hier_.cfactor(0);
     LP_CHECK(j % m == 0, "F-point " << j << " of the finest level is not stored (store = cpoints)");
-    return lv_[0].u.data() + static_cast<std::size_t>(j / m) * ss_;
+    return v.u.data() + static_cast<std::size_t>(j / m - v.cbeg) * ss_;
   }
-  return lv_[level].u.data() + static_cast<std::size_t>(j) * ss_;
+  return v.u.data() + static_cast<std::size_t>(j - v.own.begin) * ss_;
+}
+
+double* Mgrit::rhs_at(int level, int j) {
+  Level& v = lv_[level];
+  LP_CHECK(j >= v.own.begin && j < v.own.end, "rhs " << j << " of level " << level << " is not owned here");
+  return v.g.data() + static_cast<std::size_t>(j - v.own.begin) * ss_;
+}
+
+double* Mgrit::pred_at(int level, int c) {
+  Level& v = lv_[level];
+  LP_CHECK(c >= v.cbeg && static_cast<std::size_t>(c - v.cbeg + 1) * ss_ <= v.pred.size(),
+           "prediction " << c << " of level " << level << " is not owned here");
+  return v.pred.data() + static_cast<std::size_t>(c - v.cbeg) * ss_;
+}
+
+double* Mgrit::first_at(int level, int c) {
+  Level& v = lv_[level];
+  const int k = hier_.is_coarsest(level) ? c : c - v.fbeg;
+  LP_CHECK(k >= 0 && static_cast<std::size_t>(k + 1) * ss_ <= v.first.size(),
+           "first step " << c << " of level " << level << " is not owned here");
+  return v.first.data() + static_cast<std::size_t>(k) * ss_;
+}
+
+double* Mgrit::traj_at(int i) {
+  const Level& v = lv_[0];
+  if (i == v.own.begin - 1) return lv_[0].ghost.data();
+  return traj_.data() + static_cast<std::size_t>(i - v.own.begin) * ss_;
 }
 
 long long Mgrit::parallel(int n, const std::function<long long(int)>& body) {
@@ -171,7 +279,7 @@ void Mgrit::set_initial(const double* u0) {
     reset();
     return;
   }
-  copy_state(ss_, u0, point(0, 0));
+  if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0, point(0, 0));
   mark_changed();
 }
 
@@ -187,26 +295,66 @@ void Mgrit::reset() {
 
 void Mgrit::warm_start(const double* all_points) {
   require_initialized("warm_start");
-  const int N = hier_.n_intervals(0);
+  const Range own = lv_[0].own;
   const int step = cpoints_only_ ? hier_.cfactor(0) : 1;
-  for (int i = step; i <= N; i += step) copy_state(ss_, all_points + static_cast<std::size_t>(i) * ss_, point(0, i));
+  for (int i = ceil_div(std::max(1, static_cast<int>(own.begin)), step) * step; i < own.end; i += step)
+    copy_state(ss_, all_points + static_cast<std::size_t>(i) * ss_, point(0, i));
   have_iterate_ = true;
   guess_default_ = false;
   mark_changed();
 }
 
+// Exact forward substitution through the owned points of `level`, from the
+// ghost (received from the left owner, which finished its part first) or from
+// point 0; the last owned point goes on to the right owner: a pipeline. The
+// first step is taken from the FAS right-hand side when still valid.
+void Mgrit::chain_solve(int level, bool to_traj) {
+  Level& L = lv_[level];
+  if (L.own.empty()) return;
+  const std::size_t ss = ss_;
+  const int jb = static_cast<int>(L.own.begin), je = static_cast<int>(L.own.end);
+  if (L.left >= 0) comm_->wait(comm_->irecv(L.ghost.data(), ss, L.left, tag(level, kChainTag)));
+  auto dst = [&](int i) { return to_traj ? traj_at(i) : point(level, i); };
+  if (to_traj && jb == 0) copy_state(ss, point(level, 0), traj_at(0));
+  int j = std::max(jb, 1);
+  if (level > 0 && L.first_valid && j == 1 && j < je) {
+    double* d = point(level, 1);
+    copy_state(ss, first_at(level, 0), d);
+    const double* g = rhs_at(level, 1);
+    for (std::size_t k = 0; k < ss; ++k) d[k] += g[k];
+    j = 2;
+  }
+  std::vector<int> idx{hier_.fine_index(level, j - 1)};
+  std::vector<double*> outs;
+  std::vector<const double*> rhs;
+  for (int i = j; i < je; ++i) {
+    idx.push_back(hier_.fine_index(level, i));
+    outs.push_back(dst(i));
+    rhs.push_back(level > 0 ? rhs_at(level, i) : nullptr);
+  }
+  const long long cnt = static_cast<long long>(outs.size());
+  const double* from = j - 1 == jb - 1 ? L.ghost.data() : dst(j - 1);
+  if (cnt > 0) prop_.propagate(level, idx.data(), static_cast<int>(cnt), from, outs.data(), rhs.data());
+  add_steps(level, cnt);
+  if (L.right >= 0) comm_->wait(comm_->isend(dst(je - 1), ss, L.right, tag(level, kChainTag)));
+}
+
 void Mgrit::serial_solve() {
   require_initialized("serial_solve");
-  const int N = hier_.n_intervals(0);
   if (cpoints_only_) {
-    traj_.resize(static_cast<std::size_t>(N + 1) * ss_);
-    serial_propagate(prop_, N, u0_.data(), traj_.data());
+    traj_.resize(static_cast<std::size_t>(lv_[0].own.size()) * ss_);
+    if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0_.data(), point(0, 0));
+    chain_solve(0, true);
     const int m = hier_.cfactor(0);
-    for (int i = 0; i <= N; i += m) copy_state(ss_, traj_.data() + static_cast<std::size_t>(i) * ss_, point(0, i));
+    for (int i = ceil_div(static_cast<int>(lv_[0].own.begin), m) * m; i < lv_[0].own.end; i += m)
+      copy_state(ss_, traj_at(i), point(0, i));
   } else {
-    serial_propagate(prop_, N, u0_.data(), lv_[0].u.data());
+    if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0_.data(), point(0, 0));
+    const bool fv = lv_[0].first_valid;
+    lv_[0].first_valid = false;
+    chain_solve(0, false);
+    lv_[0].first_valid = fv;
   }
-  add_steps(0, N);
   have_iterate_ = true;
   guess_default_ = false;
   mark_changed();
@@ -216,91 +364,131 @@ void Mgrit::serial_solve() {
 
 // ------------------------------------------------------------------ relaxation
 
+// The owned part of F-interval c: its owned F-points (u_i = Phi(u_{i-1}) + g_i)
+// and, with_pred, the prediction of the following C-point when owned. The
+// chain starts at the interval's C-point or, when the interval began on the
+// left neighbour, at the ghost point.
+long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj) {
+  Level& L = lv_[level];
+  const FInterval iv = hier_.finterval(level, c);
+  const std::size_t ss = ss_;
+  const bool have_g = level > 0;
+  const int jb = static_cast<int>(L.own.begin), je = static_cast<int>(L.own.end);
+  const int tb = std::max(iv.f_begin, jb);
+  const int te = std::min(iv.f_end, je);
+  const bool pred = with_pred && iv.next_cpoint >= jb && iv.next_cpoint < je;
+  if (tb >= te && !pred) return 0;
+  std::vector<double> buf;
+  if (scratch) buf.resize(2 * ss);
+  auto dst_of = [&](int i) -> double* {
+    if (to_traj) return traj_at(i);
+    if (scratch) return i == je - 1 ? L.tail.data() : buf.data() + ((i - iv.f_begin) & 1) * ss;
+    return point(level, i);
+  };
+  auto g_of = [&](int i) -> const double* { return have_g ? rhs_at(level, i) : nullptr; };
+  int start = tb < te ? tb - 1 : iv.next_cpoint - 1;
+  int i = tb;
+  if (reuse && tb == iv.f_begin && tb < te) {
+    double* dst = dst_of(tb);
+    copy_state(ss, first_at(level, c), dst);
+    if (have_g) {
+      const double* g = g_of(tb);
+      for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
+    }
+    start = i++;
+  }
+  const double* from = (start >= jb && start != iv.cpoint) ? dst_of(start) : point(level, start);
+  if (!scratch) {
+    // Hand the chain of steps to the propagator so it can fuse them.
+    std::vector<int> idx{hier_.fine_index(level, start)};
+    std::vector<double*> outs;
+    std::vector<const double*> rhs;
+    for (; i < te; ++i) {
+      idx.push_back(hier_.fine_index(level, i));
+      outs.push_back(dst_of(i));
+      rhs.push_back(g_of(i));
+    }
+    if (pred) {
+      idx.push_back(hier_.fine_index(level, iv.next_cpoint));
+      outs.push_back(pred_at(level, c + 1));
+      rhs.push_back(nullptr);  // predictions are Phi(u) without g
+    }
+    const int count = static_cast<int>(outs.size());
+    if (count > 0) prop_.propagate(level, idx.data(), count, from, outs.data(), have_g ? rhs.data() : nullptr);
+    return count;
+  }
+  // F-points not stored (finest level, store = cpoints): step through two buffers.
+  long long cnt = 0;
+  const double* prev = from;
+  for (; i < te; ++i) {
+    double* dst = dst_of(i);
+    prop_.step(level, hier_.fine_index(level, i - 1), hier_.fine_index(level, i), prev, dst);
+    ++cnt;
+    prev = dst;
+  }
+  if (pred) {
+    const int j = iv.next_cpoint;
+    prop_.step(level, hier_.fine_index(level, j - 1), hier_.fine_index(level, j), prev, pred_at(level, c + 1));
+    ++cnt;
+  }
+  return cnt;
+}
+
 // F-relaxation of every F-interval of `level`: u_i = Phi(u_{i-1}) + g_i through
 // the interval's F-points. with_pred: also step onto the following C-point and
 // cache P_c (one step per full interval; a full finest sweep then costs N).
 // use_first: the interval's first step Phi(u_{cm}) is taken from the FAS rhs
 // computation when still valid. to_traj (finest level, store = cpoints): write
 // C- and F-points into the trajectory buffer instead of scratch.
+//
+// Distributed order: post the receive of the ghost; send the last owned point
+// at once when it is a C-point (unchanged by the sweep), else relax the
+// trailing interval first and send its end; relax the intervals that need
+// nothing from the left; then wait for the ghost and relax the leading one.
 void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
   Level& L = lv_[level];
   const bool reuse = use_first && L.first_valid && level > 0;
   const bool scratch = level == 0 && cpoints_only_ && !to_traj;
-  const bool have_g = level > 0;
-  const std::size_t ss = ss_;
-  const long long n = parallel(hier_.n_fintervals(level), [&](int c) -> long long {
-    const FInterval iv = hier_.finterval(level, c);
-    if (!scratch) {
-      // Hand the interval's chain of steps to the propagator so it can fuse them;
-      // a first step reused from the FAS right-hand side is copied instead.
-      std::vector<int> idx;
-      std::vector<double*> outs;
-      std::vector<const double*> rhs;
-      if (to_traj) copy_state(ss, point(level, iv.cpoint), traj_.data() + static_cast<std::size_t>(iv.cpoint) * ss);
-      auto dst_of = [&](int i) {
-        return to_traj ? traj_.data() + static_cast<std::size_t>(i) * ss : point(level, i);
-      };
-      auto g_of = [&](int i) { return have_g ? L.g.data() + static_cast<std::size_t>(i) * ss : nullptr; };
-      int start = iv.cpoint;
-      int i = iv.f_begin;
-      if (reuse && i < iv.f_end) {
-        double* dst = dst_of(i);
-        copy_state(ss, L.first.data() + static_cast<std::size_t>(c) * ss, dst);
-        if (have_g) {
-          const double* g = g_of(i);
-          for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
-        }
-        start = i++;
-      }
-      const double* from = start == iv.cpoint ? point(level, iv.cpoint) : dst_of(start);
-      idx.push_back(hier_.fine_index(level, start));
-      for (; i < iv.f_end; ++i) {
-        idx.push_back(hier_.fine_index(level, i));
-        outs.push_back(dst_of(i));
-        rhs.push_back(g_of(i));
-      }
-      if (with_pred && iv.next_cpoint >= 0) {
-        idx.push_back(hier_.fine_index(level, iv.next_cpoint));
-        outs.push_back(L.pred.data() + static_cast<std::size_t>(c + 1) * ss);
-        rhs.push_back(nullptr);  // predictions are Phi(u) without g
-      }
-      const int count = static_cast<int>(outs.size());
-      if (count > 0) prop_.propagate(level, idx.data(), count, from, outs.data(), have_g ? rhs.data() : nullptr);
-      return count;
+  if (!L.own.empty()) {
+    const std::size_t ss = ss_;
+    const int jb = static_cast<int>(L.own.begin), je = static_cast<int>(L.own.end);
+    const int m = hier_.cfactor(level);
+    const int t0 = std::max(jb, 1);  // first owned point something steps into
+    const int c0 = (t0 - 1) / m;
+    const int c1 = je - 1 >= 1 ? (je - 2) / m : -1;
+    const bool lead_needs_ghost = L.left >= 0;  // the chain into point jb starts at jb - 1
+    // (c1 >= c0 whenever there is a left owner: then jb >= 1 and je - 2 >= jb - 1.)
+    int rreq = -1, sreq = -1;
+    if (L.left >= 0) rreq = comm_->irecv(L.ghost.data(), ss, L.left, tag(level, kSweepTag));
+    auto last_value = [&]() -> const double* {
+      if (hier_.is_cpoint(level, je - 1)) return point(level, je - 1);
+      return to_traj ? traj_at(je - 1) : scratch ? L.tail.data() : point(level, je - 1);
+    };
+    const bool last_is_c = hier_.is_cpoint(level, je - 1);
+    long long n = 0;
+    bool trailing_done = c1 < c0;
+    if (L.right >= 0 && last_is_c) sreq = comm_->isend(point(level, je - 1), ss, L.right, tag(level, kSweepTag));
+    if (c1 >= c0 && !(c1 == c0 && lead_needs_ghost)) {
+      n += sweep_interval(level, c1, with_pred, reuse, scratch, to_traj);
+      trailing_done = true;
+      if (L.right >= 0 && !last_is_c) sreq = comm_->isend(last_value(), ss, L.right, tag(level, kSweepTag));
     }
-    long long cnt = 0;
-    std::vector<double> buf;
-    if (scratch) buf.resize(2 * ss);
-    const double* prev = point(level, iv.cpoint);
-    if (to_traj) {
-      double* dst = traj_.data() + static_cast<std::size_t>(iv.cpoint) * ss;
-      copy_state(ss, prev, dst);
+    // Middle intervals (and the leading one when it needs no ghost).
+    const int mb = lead_needs_ghost ? c0 + 1 : c0;
+    const int me = trailing_done ? c1 : c1 + 1;
+    if (me > mb)
+      n += parallel(me - mb, [&](int k) { return sweep_interval(level, mb + k, with_pred, reuse, scratch, to_traj); });
+    if (rreq >= 0) comm_->wait(rreq);
+    if (lead_needs_ghost) {
+      n += sweep_interval(level, c0, with_pred, reuse, scratch, to_traj);
+      if (!trailing_done && L.right >= 0 && !last_is_c)
+        sreq = comm_->isend(last_value(), ss, L.right, tag(level, kSweepTag));
     }
-    for (int i = iv.f_begin; i < iv.f_end; ++i) {
-      double* dst = scratch   ? buf.data() + ((i - iv.f_begin) & 1) * ss
-                    : to_traj ? traj_.data() + static_cast<std::size_t>(i) * ss
-                              : point(level, i);
-      if (i == iv.f_begin && reuse) {
-        copy_state(ss, L.first.data() + static_cast<std::size_t>(c) * ss, dst);
-      } else {
-        prop_.step(level, hier_.fine_index(level, i - 1), hier_.fine_index(level, i), prev, dst);
-        ++cnt;
-      }
-      if (have_g) {
-        const double* g = L.g.data() + static_cast<std::size_t>(i) * ss;
-        for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
-      }
-      prev = dst;
-    }
-    if (with_pred && iv.next_cpoint >= 0) {
-      const int j = iv.next_cpoint;
-      prop_.step(level, hier_.fine_index(level, j - 1), hier_.fine_index(level, j), prev,
-                 L.pred.data() + static_cast<std::size_t>(c + 1) * ss);
-      ++cnt;
-    }
-    return cnt;
-  });
-  add_steps(level, n);
+    if (to_traj)
+      for (int c = L.cbeg; c * m < je; ++c) copy_state(ss, point(level, c * m), traj_at(c * m));
+    if (sreq >= 0) comm_->wait(sreq);
+    add_steps(level, n);
+  }
   L.fconsistent = true;
   L.pred_valid = with_pred;
   if (to_traj) traj_valid_ = true;
@@ -312,13 +500,15 @@ void Mgrit::crelax(int level) {
   LP_CHECK(L.pred_valid, "C-relaxation on level " << level << " without valid predictions");
   const int m = hier_.cfactor(level);
   const std::size_t ss = ss_;
-  parallel(hier_.n_cpoints(level) - 1, [&](int c1) -> long long {
-    const int c = c1 + 1;
+  const int cb = std::max(L.cbeg, 1);
+  const int ce = ceil_div(static_cast<int>(L.own.end), m);
+  parallel(ce - cb, [&](int k) -> long long {
+    const int c = cb + k;
     double* u = point(level, c * m);
-    const double* p = L.pred.data() + static_cast<std::size_t>(c) * ss;
+    const double* p = pred_at(level, c);
     if (level > 0) {
-      const double* g = L.g.data() + static_cast<std::size_t>(c * m) * ss;
-      for (std::size_t k = 0; k < ss; ++k) u[k] = p[k] + g[k];
+      const double* g = rhs_at(level, c * m);
+      for (std::size_t i = 0; i < ss; ++i) u[i] = p[i] + g[i];
     } else {
       copy_state(ss, p, u);
     }
@@ -342,7 +532,9 @@ void Mgrit::relax(int level) {
 
 // r_j = g_jm + P_j - u_jm, v_j = u_jm, g^c_j = v_j - Phi^c(v_{j-1}) + r_j.
 // N_{l+1} steps on level l+1; Phi^c(v_{j-1}) is kept where j-1 is a C-point of
-// level l+1 (it is the first step of that level's next F-sweep).
+// level l+1 (it is the first step of that level's next F-sweep). The previous
+// coarse point of the first owned one comes from the left owner on level l+1
+// (into that level's ghost); that point is computed last.
 void Mgrit::restrict_fas(int level) {
   Level& f = lv_[level];
   LP_CHECK(f.pred_valid, "restriction from level " << level << " without valid predictions");
@@ -352,27 +544,39 @@ void Mgrit::restrict_fas(int level) {
   const int mc = hier_.cfactor(cl);
   const bool coarsest = hier_.is_coarsest(cl);
   const std::size_t ss = ss_;
-  copy_state(ss, point(level, 0), c.u.data());
-  copy_state(ss, point(level, 0), c.g.data());
-  const long long n = parallel(hier_.n_intervals(cl), [&](int j1) -> long long {
-    const int j = j1 + 1;
-    const double* uf = point(level, j * m);
-    const double* ufprev = point(level, (j - 1) * m);
-    double* v = c.u.data() + static_cast<std::size_t>(j) * ss;
-    double* g = c.g.data() + static_cast<std::size_t>(j) * ss;
-    prop_.step(cl, hier_.fine_index(cl, j - 1), hier_.fine_index(cl, j), ufprev, g);  // g = P
-    if (coarsest ? j == 1 : (j - 1) % mc == 0)
-      copy_state(ss, g, c.first.data() + static_cast<std::size_t>((j - 1) / mc) * ss);
-    const double* p = f.pred.data() + static_cast<std::size_t>(j) * ss;
-    const double* gf = level > 0 ? f.g.data() + static_cast<std::size_t>(j * m) * ss : nullptr;
-    for (std::size_t k = 0; k < ss; ++k) {
-      const double r = (gf ? gf[k] : 0.0) + p[k] - uf[k];
-      g[k] = uf[k] - g[k] + r;
-      v[k] = uf[k];
+  if (!c.own.empty()) {
+    const int jb = static_cast<int>(c.own.begin), je = static_cast<int>(c.own.end);
+    int rreq = -1, sreq = -1;
+    if (c.left >= 0) rreq = comm_->irecv(c.ghost.data(), ss, c.left, tag(cl, kRestrictTag));
+    if (c.right >= 0) sreq = comm_->isend(point(level, (je - 1) * m), ss, c.right, tag(cl, kRestrictTag));
+    if (jb == 0) {
+      copy_state(ss, point(level, 0), point(cl, 0));
+      copy_state(ss, point(level, 0), rhs_at(cl, 0));
     }
-    return 1;
-  });
-  add_steps(cl, n);
+    auto one = [&](int j) -> long long {
+      const double* uf = point(level, j * m);
+      const double* ufprev = j - 1 == jb - 1 ? c.ghost.data() : point(level, (j - 1) * m);
+      double* v = point(cl, j);
+      double* g = rhs_at(cl, j);
+      prop_.step(cl, hier_.fine_index(cl, j - 1), hier_.fine_index(cl, j), ufprev, g);  // g = P
+      if (coarsest ? j == 1 : (j - 1) % mc == 0) copy_state(ss, g, first_at(cl, (j - 1) / mc));
+      const double* p = pred_at(level, j);
+      const double* gf = level > 0 ? rhs_at(level, j * m) : nullptr;
+      for (std::size_t k = 0; k < ss; ++k) {
+        const double r = (gf ? gf[k] : 0.0) + p[k] - uf[k];
+        g[k] = uf[k] - g[k] + r;
+        v[k] = uf[k];
+      }
+      return 1;
+    };
+    // Points that need nothing from the left first, then the first owned one.
+    const int lb = std::max(jb, 1) + (jb >= 1 ? 1 : 0);
+    long long n = parallel(je - lb, [&](int k) { return one(lb + k); });
+    if (rreq >= 0) comm_->wait(rreq);
+    if (jb >= 1) n += one(jb);
+    if (sreq >= 0) comm_->wait(sreq);
+    add_steps(cl, n);
+  }
   c.fconsistent = false;
   c.pred_valid = false;
   c.first_valid = true;
@@ -385,12 +589,12 @@ void Mgrit::restrict_skip(int level) {
   Level& c = lv_[cl];
   const int m = hier_.cfactor(level);
   const std::size_t ss = ss_;
-  const int n = hier_.n_intervals(cl);
-  for (int j = 0; j <= n; ++j) {
-    copy_state(ss, point(level, j * m), c.u.data() + static_cast<std::size_t>(j) * ss);
-    double* g = c.g.data() + static_cast<std::size_t>(j) * ss;
+  (void)f;
+  for (int j = static_cast<int>(c.own.begin); j < c.own.end; ++j) {
+    copy_state(ss, point(level, j * m), point(cl, j));
+    double* g = rhs_at(cl, j);
     if (level > 0)
-      copy_state(ss, f.g.data() + static_cast<std::size_t>(j * m) * ss, g);
+      copy_state(ss, rhs_at(level, j * m), g);
     else if (j == 0)
       copy_state(ss, u0_.data(), g);
     else
@@ -406,41 +610,21 @@ void Mgrit::correct(int level) {
   const Level& c = lv_[level + 1];
   const int m = hier_.cfactor(level);
   const std::size_t ss = ss_;
-  parallel(hier_.n_intervals(level + 1), [&](int j1) -> long long {
-    const int j = j1 + 1;
-    copy_state(ss, c.u.data() + static_cast<std::size_t>(j) * ss, point(level, j * m));
+  const int jb = std::max(static_cast<int>(c.own.begin), 1);
+  parallel(static_cast<int>(c.own.end) - jb, [&](int k) -> long long {
+    const int j = jb + k;
+    copy_state(ss, point(level + 1, j), point(level, j * m));
     return 0;
   });
   mark_changed(level);
 }
 
 // Exact forward substitution on the coarsest level: N_L steps, minus the first
-// one when the FAS rhs computation already produced Phi(v_0).
+// one when the FAS rhs computation already produced Phi(v_0). A pipeline over
+// the processes that own coarsest points.
 void Mgrit::coarsest_solve(int level) {
   Level& L = lv_[level];
-  const int n = hier_.n_intervals(level);
-  const std::size_t ss = ss_;
-  // One chain of steps through the whole level (the first one possibly reused
-  // from the FAS right-hand side), handed to the propagator to fuse.
-  int j = 1;
-  if (level > 0 && L.first_valid && n >= 1) {
-    double* dst = point(level, 1);
-    copy_state(ss, L.first.data(), dst);
-    const double* g = L.g.data() + ss;
-    for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
-    j = 2;
-  }
-  std::vector<int> idx{hier_.fine_index(level, j - 1)};
-  std::vector<double*> outs;
-  std::vector<const double*> rhs;
-  for (int i = j; i <= n; ++i) {
-    idx.push_back(hier_.fine_index(level, i));
-    outs.push_back(point(level, i));
-    rhs.push_back(level > 0 ? L.g.data() + static_cast<std::size_t>(i) * ss : nullptr);
-  }
-  const long long cnt = static_cast<long long>(outs.size());
-  if (cnt > 0) prop_.propagate(level, idx.data(), static_cast<int>(cnt), point(level, j - 1), outs.data(), rhs.data());
-  add_steps(level, cnt);
+  chain_solve(level, false);
   L.fconsistent = true;
   L.pred_valid = false;
   L.first_valid = false;
@@ -500,13 +684,15 @@ double Mgrit::residual_norm_from_pred() {
   Level& f = lv_[0];
   LP_CHECK(f.pred_valid, "finest residual without valid predictions");
   const int m = hier_.cfactor(0);
-  const int nc = hier_.n_cpoints(0);
+  const int cb = std::max(f.cbeg, 1);
+  const int ce = ceil_div(static_cast<int>(f.own.end), m);
   const std::size_t ss = ss_;
-  std::vector<double> sq(static_cast<std::size_t>(nc), 0.0);
-  parallel(nc - 1, [&](int c1) -> long long {
-    const int c = c1 + 1;
-    const double nr = prop_.norm_diff(f.pred.data() + static_cast<std::size_t>(c) * ss, point(0, c * m));
-    sq[c] = nr * nr;
+  std::vector<double> sq(static_cast<std::size_t>(std::max(0, ce - cb)), 0.0);
+  parallel(ce - cb, [&](int k) -> long long {
+    const int c = cb + k;
+    const double nr = prop_.norm_diff(pred_at(0, c), point(0, c * m));
+    sq[k] = nr * nr;
+    (void)ss;
     return 0;
   });
   // Summed in C-point order: the result does not depend on the thread count.
@@ -525,7 +711,7 @@ void Mgrit::run_cycle() {
       fcycle(0);
     else
       vcycle(0, true);
-    history_.push_back(residual_norm_from_pred());
+    history_.push_back(norms_ ? residual_norm_from_pred() : kNaN);
   }
   guess_default_ = false;
 }
@@ -541,15 +727,18 @@ void Mgrit::fmg_guess() {
   for (int l = 1; l <= L; ++l) {
     Level& v = lv_[l];
     std::fill(v.g.begin(), v.g.end(), 0.0);
-    copy_state(ss, u0_.data(), v.g.data());
-    copy_state(ss, u0_.data(), v.u.data());
+    if (v.own.begin == 0 && !v.own.empty()) {
+      copy_state(ss, u0_.data(), rhs_at(l, 0));
+      copy_state(ss, u0_.data(), point(l, 0));
+    }
     v.fconsistent = v.pred_valid = v.first_valid = false;
   }
   coarsest_solve(L);
   for (int l = L - 1; l >= 0; --l) {
     const int m = hier_.cfactor(l);
-    const int n = hier_.n_intervals(l + 1);
-    for (int j = 1; j <= n; ++j) copy_state(ss, lv_[l + 1].u.data() + static_cast<std::size_t>(j) * ss, point(l, j * m));
+    const Level& c = lv_[l + 1];
+    for (int j = std::max(static_cast<int>(c.own.begin), 1); j < c.own.end; ++j)
+      copy_state(ss, point(l + 1, j), point(l, j * m));
     Level& v = lv_[l];
     v.fconsistent = v.pred_valid = v.first_valid = false;
     if (l == 0) break;
@@ -578,16 +767,18 @@ void Mgrit::begin_call() {
     return;
   }
   fsweep(0, true, false);
-  history_.push_back(residual_norm_from_pred());
+  history_.push_back(norms_ ? residual_norm_from_pred() : kNaN);
 }
 
 void Mgrit::iterate(int k) {
   LP_REQUIRE(k >= 0, "Mgrit::iterate: number of cycles must be >= 0, got " << k);
+  norms_ = opts_.compute_residuals;
   begin_call();
   for (int i = 0; i < k; ++i) run_cycle();
 }
 
 bool Mgrit::solve() {
+  norms_ = true;
   begin_call();
   const double first = history_[0];
   for (;;) {
@@ -629,7 +820,7 @@ void Mgrit::finalize() {
   if (hier_.num_levels() == 1) return;
   if (cpoints_only_) {
     if (traj_valid_) return;
-    traj_.resize(static_cast<std::size_t>(hier_.n_points(0)) * ss_);
+    traj_.resize(static_cast<std::size_t>(lv_[0].own.size()) * ss_);
     const bool had_pred = lv_[0].pred_valid && lv_[0].fconsistent;
     fsweep(0, false, false, true);
     // Predictions were computed from the same C-points: still valid.
@@ -641,16 +832,19 @@ void Mgrit::finalize() {
 
 const double* Mgrit::state(int i) {
   finalize();
-  const int N = hier_.n_intervals(0);
-  LP_REQUIRE(i >= 0 && i <= N, "Mgrit::state: point index must be in [0, " << N << "], got " << i);
-  if (cpoints_only_) return traj_.data() + static_cast<std::size_t>(i) * ss_;
+  const Range own = lv_[0].own;
+  LP_REQUIRE(i >= own.begin - 1 && i < own.end && i >= 0,
+             "Mgrit::state: point index must be in [" << std::max<long>(0, own.begin - 1) << ", " << own.end - 1
+                                                      << "] (owned here), got " << i);
+  if (cpoints_only_) return traj_at(i);
   return point(0, i);
 }
 
 void Mgrit::trajectory(double* out) {
   finalize();
-  const std::size_t n = static_cast<std::size_t>(hier_.n_points(0)) * ss_;
-  std::memcpy(out, cpoints_only_ ? traj_.data() : lv_[0].u.data(), n * sizeof(double));
+  const Range own = lv_[0].own;
+  for (int i = static_cast<int>(own.begin); i < own.end; ++i)
+    copy_state(ss_, cpoints_only_ ? traj_at(i) : point(0, i), out + static_cast<std::size_t>(i) * ss_);
 }
 
 void Mgrit::set_tolerances(double tol, double rtol) {

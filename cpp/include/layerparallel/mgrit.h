@@ -80,11 +80,39 @@ struct MgritOptions {
   /// is called concurrently for different intervals; with nested OpenMP off
   /// (the default) its own parallel loops then run serially.
   int threads = 0;
+  /// Compute the finest C-point residual norm after every cycle of iterate()
+  /// (one all-reduce per cycle when the layers are distributed). false: a
+  /// fixed number of cycles records NaN and saves the reductions; solve()
+  /// always computes them (it needs them to stop).
+  bool compute_residuals = true;
 
   /// Throws std::invalid_argument naming the first bad option.
   void validate() const;
   /// Number of CF pairs k of the relaxation of `level` (F(CF)^k).
   int relax_cf_pairs(int level) const;
+};
+
+/// Which process owns which part of the time axis. Position q = 0..P-1 (in the
+/// direction the problem steps) owns the fine steps [step_bounds[q],
+/// step_bounds[q+1]), i.e. it computes the points (step_bounds[q],
+/// step_bounds[q+1]] (position 0 also holds point 0), on every level the
+/// points whose fine index lies there, and talks to the others through
+/// Comm rank ranks[q]. No divisibility is needed and a position may own no
+/// point of a level (or no step at all). An empty Partition means "this
+/// process owns everything" (the Comm then only sums residual norms).
+struct Partition {
+  std::vector<int> step_bounds;  ///< P + 1 non-decreasing entries from 0 to N
+  std::vector<int> ranks;        ///< P distinct Comm ranks
+  int tag = 0;                   ///< base of this solver's message tags (>= 0)
+
+  bool empty() const { return ranks.empty(); }
+  /// `parts` contiguous blocks of n_steps steps as split() makes them, block r on
+  /// rank r. reversed: the problem steps backwards through the blocks (the
+  /// adjoint of a network whose layers are split that way): rank r then owns
+  /// the steps [N - end_r, N - begin_r) and sits at position parts - 1 - r.
+  static Partition contiguous(int n_steps, int parts, bool reversed = false, int tag = 0);
+  /// Throws std::invalid_argument unless the partition fits n_steps and `comm_size`.
+  void validate(int n_steps, int comm_size) const;
 };
 
 /// Number of CF pairs k in a relaxation string F(CF)^k; throws
@@ -106,7 +134,12 @@ class Mgrit {
  public:
   /// `prop` and `comm` must outlive the solver; comm == nullptr uses a
   /// SerialComm. Throws std::invalid_argument for bad options or n_steps < 1.
-  Mgrit(Propagator& prop, int n_steps, MgritOptions opts = {}, Comm* comm = nullptr);
+  /// With a non-empty `part` the time axis is distributed: every process of
+  /// the partition constructs its solver with the same arguments and makes the
+  /// same sequence of calls; each stores and computes only the points it owns
+  /// (plus one ghost point, the one before its first), exchanging boundary
+  /// values with its neighbours on every level by non-blocking messages.
+  Mgrit(Propagator& prop, int n_steps, MgritOptions opts = {}, Comm* comm = nullptr, Partition part = {});
 
   /// Not copyable (holds references and large buffers).
   Mgrit(const Mgrit&) = delete;
@@ -115,9 +148,12 @@ class Mgrit {
   /// Sets the fixed value u_0 (state_size() doubles). If the iterate has not
   /// been initialised yet, every point is set to u0 (the default guess);
   /// otherwise only point 0 changes and the rest of the iterate is kept.
+  /// Distributed: every process passes the same u0 whenever the default guess
+  /// is (re)filled; otherwise only the owner of point 0 reads it.
   void set_initial(const double* u0);
   /// Replaces the iterate by `all_points` ((N + 1) states, point i at
-  /// all_points + i * state_size()); entry 0 is ignored (u_0 stays the value of
+  /// all_points + i * state_size(); distributed: only the owned entries are
+  /// read); entry 0 is ignored (u_0 stays the value of
   /// set_initial, which must have been called). With store = "cpoints" only
   /// the C-point values are kept.
   void warm_start(const double* all_points);
@@ -169,9 +205,13 @@ class Mgrit {
   void finalize();
   /// Pointer to fine point i (state_size() doubles) of the finalized iterate;
   /// calls finalize() first. Valid until the next call that changes the iterate.
+  /// Distributed: i must be owned or the ghost point (owned_points().begin - 1).
   const double* state(int i);
-  /// Copies all N + 1 finalized points into out ((N + 1) * state_size()).
+  /// Copies the finalized points into out ((N + 1) * state_size(), point i at
+  /// out + i * state_size()): all of them, or the owned ones when distributed.
   void trajectory(double* out);
+  /// Fine points this process owns (all of 0..N without a partition).
+  Range owned_points() const { return lv_[0].own; }
 
   /// The grid hierarchy in use.
   const Hierarchy& hierarchy() const { return hier_; }
@@ -187,16 +227,29 @@ class Mgrit {
 
  private:
   struct Level {
-    std::vector<double> u;      // point values (level 0 with store=cpoints: C-points only)
-    std::vector<double> g;      // right-hand side at every point (levels >= 1)
-    std::vector<double> pred;   // P_c = Phi(u_{cm-1}) per C-point c (index c >= 1)
-    std::vector<double> first;  // Phi(u_{cm}) from the FAS rhs, per F-interval c
+    Range own;                  // owned level points
+    int left = -1, right = -1;  // Comm ranks of the nearest owners before / after (-1: none)
+    int cbeg = 0;               // first owned C-point index (C-point c is level point c m)
+    int fbeg = 0;               // first F-interval c whose point c m + 1 is owned
+    std::vector<double> u;      // owned point values (level 0 with store=cpoints: C-points only)
+    std::vector<double> ghost;  // the value of point own.begin - 1 (owned by `left`)
+    std::vector<double> tail;   // last owned F-point when F-points are not stored
+    std::vector<double> g;      // right-hand side at owned points (levels >= 1)
+    std::vector<double> pred;   // P_c = Phi(u_{cm-1}) per owned C-point c
+    std::vector<double> first;  // Phi(u_{cm}) from the FAS rhs, per F-interval c from fbeg
     bool fconsistent = false;   // F-points consistent with C-points and g
     bool pred_valid = false;    // pred consistent with the current F-points
     bool first_valid = false;   // first consistent with the current C-points
   };
 
   double* point(int level, int j);
+  double* rhs_at(int level, int j);
+  double* pred_at(int level, int c);
+  double* first_at(int level, int c);
+  double* traj_at(int i);
+  int tag(int level, int kind) const { return part_.tag + 4 * level + kind; }
+  long long sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj);
+  void chain_solve(int level, bool to_traj);
   long long parallel(int n, const std::function<long long(int)>& body);
 
   void require_initialized(const char* what) const;
@@ -222,6 +275,7 @@ class Mgrit {
   Comm* comm_;
   MgritOptions opts_;
   Hierarchy hier_;
+  Partition part_;
   std::size_t ss_;
   bool cpoints_only_;
   bool fcycle_;
@@ -230,12 +284,13 @@ class Mgrit {
   std::vector<long long> steps_;
   std::vector<double> history_;
   std::vector<double> u0_;
-  std::vector<double> traj_;     // full trajectory for store = "cpoints"
+  std::vector<double> traj_;     // owned trajectory for store = "cpoints"
   bool traj_valid_ = false;
   bool initialized_ = false;     // set_initial has been called
   bool have_iterate_ = false;    // the iterate has been filled
   bool guess_default_ = false;   // the iterate is the untouched default guess
   bool skipping_ = false;        // inside the skipped first down-cycle
+  bool norms_ = true;            // this call computes residual norms
 };
 
 }  // namespace layerparallel
