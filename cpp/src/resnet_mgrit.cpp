@@ -14,6 +14,13 @@ int checked_batch(int batch) {
   LP_REQUIRE(batch >= 1, "the batch must hold at least one example, got " << batch);
   return batch;
 }
+
+Partition layer_partition(const ResidualNetwork& net, Comm* comm, bool reversed) {
+  if (comm == nullptr || comm->size() == 1) return {};
+  LP_REQUIRE(net.layers() >= comm->size(), "the " << net.layers() << " layers cannot be distributed over "
+                                                  << comm->size() << " processes: each needs at least one layer");
+  return Partition::contiguous(net.layers(), comm->size(), reversed, reversed ? 64 : 0);
+}
 }  // namespace
 
 void ResNetForwardPropagator::step(int, int i0, int i1, const double* in, double* out) {
@@ -24,7 +31,7 @@ void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double
   const int N = net_.layers();
   const int n1 = N - k0, n0 = N - k1;
   net_.adjoint_step(theta_, n0, (n1 - n0) * net_.h(), (*states_)[n0], in, out, batch_, nullptr, 0.0,
-                    derivs_ ? derivs_ + static_cast<std::size_t>(n0) * state_size() : nullptr);
+                    derivs_ ? derivs_ + static_cast<std::size_t>(n0 - first_layer_) * state_size() : nullptr);
 }
 
 void ResNetForwardPropagator::propagate(int level, const int* idx, int count, const double* in,
@@ -35,24 +42,30 @@ void ResNetForwardPropagator::propagate(int level, const int* idx, int count, co
 
 void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs, const double* const* rhs) {
-  if (derivs_ == nullptr || !net_.adjoint_propagate(theta_, idx, count, in, outs, rhs, batch_, derivs_))
+  // The network indexes derivs by layer: shift the local block to layer 0.
+  const double* base = derivs_ ? derivs_ - static_cast<std::ptrdiff_t>(first_layer_) * static_cast<std::ptrdiff_t>(state_size()) : nullptr;
+  if (derivs_ == nullptr || !net_.adjoint_propagate(theta_, idx, count, in, outs, rhs, batch_, base))
     Propagator::propagate(level, idx, count, in, outs, rhs);
 }
 
 ResNetMgrit::ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptions& forward,
-                         const MgritOptions& adjoint)
+                         const MgritOptions& adjoint, Comm* comm)
     : net_(net),
       batch_(checked_batch(batch)),
       spec_layers_(net.layers()),
+      comm_(comm ? comm : &own_comm_),
+      nprocs_(comm_->size()),
+      rank_(comm_->rank()),
+      layers_(split(net.layers(), nprocs_, rank_)),
       fprop_(net, batch),
       aprop_(net, batch),
-      forward_(fprop_, net.layers(), forward),
-      adjoint_(aprop_, net.layers(), adjoint),
+      forward_(fprop_, net.layers(), forward, comm_, layer_partition(net, comm_, false)),
+      adjoint_(aprop_, net.layers(), adjoint, comm_, layer_partition(net, comm_, true)),
       u0_(net.state_size(batch)),
       lamN_(net.state_size(batch)),
       states_(net.layers() + 1, nullptr),
-      derivs_(static_cast<std::size_t>(net.layers()) * net.state_size(batch)) {
-  aprop_.set_states(&states_, derivs_.data());
+      derivs_(static_cast<std::size_t>(layers_.size()) * net.state_size(batch)) {
+  aprop_.set_states(&states_, derivs_.data(), static_cast<int>(layers_.begin));
 }
 
 void ResNetMgrit::reset() { started_ = false; }
@@ -84,29 +97,41 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
                                       int adjoint_budget) {
   const int N = spec_layers_;
   const int s = batch_;
+  const bool first = rank_ == 0, last = rank_ == nprocs_ - 1;
+  const int a = static_cast<int>(layers_.begin), b = static_cast<int>(layers_.end);
   MgritEvaluation out;
   out.eval.examples = s;
 
   // Forward: u_0 from the opening, then MGRIT over the layers (warm: the iterate
-  // of the previous evaluation is kept and only u_0 is replaced).
-  net_.opening(theta, X, s, u0_.data());
+  // of the previous evaluation is kept and only u_0 is replaced). Distributed, the
+  // first rank computes u_0; the others need it only for the default guess (and
+  // its norm for a relative tolerance, which must be the same everywhere).
+  if (first) net_.opening(theta, X, s, u0_.data());
+  if (!started_ && nprocs_ > 1) comm_->bcast(u0_.data(), u0_.size(), 0);
   fprop_.set_theta(theta);
-  if (!started_) {
-    forward_.set_initial(u0_.data());
-    forward_.reset();
-  } else {
-    forward_.set_initial(u0_.data());
+  forward_.set_initial(u0_.data());
+  if (!started_) forward_.reset();
+  if (rel_tol_ > 0.0) {
+    double nrm = first ? fprop_.norm(u0_.data()) : 0.0;
+    if (nprocs_ > 1) comm_->bcast(&nrm, 1, 0);
+    forward_.set_tolerances(rel_tol_ * nrm, 0.0);
   }
-  if (rel_tol_ > 0.0) forward_.set_tolerances(rel_tol_ * fprop_.norm(u0_.data()), 0.0);
   out.forward = run(forward_, forward_budget);
-  for (int n = 0; n <= N; ++n) states_[n] = forward_.state(n);
+  for (int n = a; n <= b; ++n) states_[n] = forward_.state(n);
 
   const double scale = 1.0 / s;
   if (grad) std::fill(grad, grad + net_.param_size(), 0.0);
-  const double total = net_.classifier(theta, states_[N], labels, s, scale, &out.eval.correct,
-                                       grad ? lamN_.data() : nullptr, grad);
-  out.eval.loss = total / s;
-  out.eval.regularization = net_.regularization(theta, reg, grad);
+  double sums[2] = {0.0, 0.0};  // loss, correct
+  if (last) {
+    std::int64_t correct = 0;
+    sums[0] = net_.classifier(theta, states_[N], labels, s, scale, &correct, grad ? lamN_.data() : nullptr, grad);
+    sums[1] = static_cast<double>(correct);
+  }
+  if (nprocs_ > 1) comm_->allreduce_sum(sums, 2);
+  out.eval.loss = sums[0] / s;
+  out.eval.correct = static_cast<std::int64_t>(std::llround(sums[1]));
+  // Parameters are replicated: the value everywhere, the gradient on the first rank only.
+  out.eval.regularization = net_.regularization(theta, reg, first ? grad : nullptr);
   out.eval.objective = out.eval.loss + out.eval.regularization;
   if (!grad) {
     started_ = true;
@@ -115,24 +140,32 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
 
   // Adjoint: the same engine backwards in layers, linearised about the states.
   // Every adjoint step through layer n (any level, any cycle) needs the same
-  // act'(K_n u_n + b_n): compute it once per layer.
+  // act'(K_n u_n + b_n): compute it once per owned layer.
   const std::size_t sz = net_.state_size(s);
-#pragma omp parallel for schedule(static) if (N > 1)
-  for (int n = 0; n < N; ++n) net_.activation_deriv(theta, n, states_[n], derivs_.data() + n * sz, s);
+#pragma omp parallel for schedule(static) if (b - a > 1)
+  for (int n = a; n < b; ++n)
+    net_.activation_deriv(theta, n, states_[n], derivs_.data() + static_cast<std::size_t>(n - a) * sz, s);
   aprop_.set_theta(theta);
+  if (!started_ && nprocs_ > 1) comm_->bcast(lamN_.data(), lamN_.size(), nprocs_ - 1);
   adjoint_.set_initial(lamN_.data());
   if (!started_) adjoint_.reset();
-  if (rel_tol_ > 0.0) adjoint_.set_tolerances(rel_tol_ * aprop_.norm(lamN_.data()), 0.0);
+  if (rel_tol_ > 0.0) {
+    double nrm = last ? aprop_.norm(lamN_.data()) : 0.0;
+    if (nprocs_ > 1) comm_->bcast(&nrm, 1, nprocs_ - 1);
+    adjoint_.set_tolerances(rel_tol_ * nrm, 0.0);
+  }
   out.adjoint = run(adjoint_, adjoint_budget);
   started_ = true;
 
   // Parameter gradients on the finest level only: layer n needs u_n and
   // lambda_{n+1}; layers are independent (each writes its own block).
   const double h = net_.h();
-#pragma omp parallel for schedule(static) if (N > 1)
-  for (int n = 0; n < N; ++n)
-    net_.layer_gradient(theta, n, states_[n], adjoint_.state(N - n - 1), s, grad, h, derivs_.data() + n * sz);
-  net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
+  std::vector<const double*> lam(static_cast<std::size_t>(b - a));
+  for (int n = a; n < b; ++n) lam[n - a] = adjoint_.state(N - n - 1);
+#pragma omp parallel for schedule(static) if (b - a > 1)
+  for (int n = a; n < b; ++n)
+    net_.layer_gradient(theta, n, states_[n], lam[n - a], s, grad, h, derivs_.data() + static_cast<std::size_t>(n - a) * sz);
+  if (first) net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
   return out;
 }
 

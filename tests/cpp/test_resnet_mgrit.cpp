@@ -9,6 +9,7 @@
 
 #include "layerparallel/resnet_mgrit.h"
 #include "reference.h"
+#include "thread_comm.h"
 
 using namespace layerparallel;
 using namespace lptest;
@@ -152,6 +153,76 @@ TEST(ResNetMgrit, WarmStartedBudgetConvergesAcrossCalls) {
   solver.reset();
   solver.evaluate(c.theta.data(), c.X.data(), c.y.data(), reg, g.data(), 1, 1);
   EXPECT_GT(max_rel_diff(g.data(), gref.data(), g.size()), 1e3 * prev);
+}
+
+// Layers distributed over P ranks (threads through ThreadComm): every rank returns
+// the one-process objective and accuracy, and the ranks' gradient shares sum to
+// the one-process gradient, for exact solves and for warm-started fixed budgets
+// (the simultaneous method) over several calls with changing weights.
+TEST(ResNetMgrit, DistributedLayersMatchOneProcess) {
+  for (const auto& [N, P, m, store] : std::vector<std::tuple<int, int, int, const char*>>{
+           {30, 4, 4, "all"}, {30, 4, 2, "cpoints"}, {17, 3, 2, "all"}, {12, 5, 4, "all"}, {8, 8, 2, "all"}}) {
+    SCOPED_TRACE("N " + std::to_string(N) + " P " + std::to_string(P) + " m " + std::to_string(m) + " " + store);
+    Case c = make_case(N, 4, Activation::Tanh, 3 + N);
+    DenseResNet net(c.spec);
+    const Regularization reg{1e-3, 1e-3, 1e-3};
+    MgritOptions opt;
+    opt.cfactor = m;
+    opt.min_coarse = 2;
+    opt.relax = {"F", "FCF"};
+    opt.store = store;
+    opt.threads = 1;
+    opt.max_iter = 50;
+    const std::size_t np = net.layout().size;
+    // Three calls with slightly different weights: exact, then budgets 2/1 twice.
+    auto thetas = [&](int call) {
+      std::vector<double> t = c.theta;
+      for (std::size_t k = 0; k < t.size(); ++k) t[k] *= 1.0 + 0.01 * call * std::sin(double(k));
+      return t;
+    };
+    const int budgets[3][2] = {{-1, -1}, {2, 1}, {2, 1}};
+    std::vector<std::vector<double>> want_g(3, std::vector<double>(np));
+    std::vector<MgritEvaluation> want(3);
+    {
+      ResNetMgrit one(net, c.s, opt, opt);
+      one.set_relative_tolerance(1e-12);
+      for (int call = 0; call < 3; ++call) {
+        const auto t = thetas(call);
+        want[call] = one.evaluate(t.data(), c.X.data(), c.y.data(), reg, want_g[call].data(), budgets[call][0],
+                                  budgets[call][1]);
+      }
+    }
+    ThreadWorld world(P);
+    std::vector<std::vector<std::vector<double>>> got_g(P, std::vector<std::vector<double>>(3, std::vector<double>(np)));
+    std::vector<std::vector<MgritEvaluation>> got(P, std::vector<MgritEvaluation>(3));
+    run_ranks(P, [&](int rank) {
+      ThreadComm comm(world, rank);
+      ResNetMgrit dist(net, c.s, opt, opt, &comm);
+      dist.set_relative_tolerance(1e-12);
+      for (int call = 0; call < 3; ++call) {
+        const auto t = thetas(call);
+        got[rank][call] = dist.evaluate(t.data(), c.X.data(), c.y.data(), reg, got_g[rank][call].data(),
+                                        budgets[call][0], budgets[call][1]);
+      }
+    });
+    for (int call = 0; call < 3; ++call) {
+      std::vector<double> sum(np, 0.0);
+      for (int r = 0; r < P; ++r) {
+        EXPECT_NEAR(got[r][call].eval.objective, want[call].eval.objective, 1e-12 * std::fabs(want[call].eval.objective));
+        EXPECT_EQ(got[r][call].eval.correct, want[call].eval.correct);
+        EXPECT_EQ(got[r][call].forward.cycles, want[call].forward.cycles);
+        EXPECT_EQ(got[r][call].adjoint.cycles, want[call].adjoint.cycles);
+        for (std::size_t k = 0; k < np; ++k) sum[k] += got_g[r][call][k];
+      }
+      EXPECT_LT(max_rel_diff(sum.data(), want_g[call].data(), np), 1e-12) << "call " << call;
+    }
+  }
+  // More processes than layers is a clear error.
+  Case c = make_case(3, 4, Activation::Tanh, 1);
+  DenseResNet net(c.spec);
+  ThreadWorld world(4);
+  ThreadComm comm(world, 0);
+  EXPECT_THROW(ResNetMgrit(net, c.s, MgritOptions{}, MgritOptions{}, &comm), std::invalid_argument);
 }
 
 }  // namespace

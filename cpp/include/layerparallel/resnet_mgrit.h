@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "layerparallel/comm.h"
 #include "layerparallel/mgrit.h"
 #include "layerparallel/network.h"
 #include "layerparallel/propagator.h"
@@ -43,10 +44,11 @@ class ResNetAdjointPropagator final : public Propagator {
   ResNetAdjointPropagator(const ResidualNetwork& net, int batch) : net_(net), batch_(batch) {}
   void set_theta(const double* theta) { theta_ = theta; }
   /// states[n] points at the primal state u_n, n = 0..N; derivs (optional) holds
-  /// act'(K_n u_n + b_n) for n = 0..N-1, one state_size() block each.
-  void set_states(const std::vector<const double*>* states, const double* derivs = nullptr) {
+  /// act'(K_n u_n + b_n) for n = first_layer.., one state_size() block each.
+  void set_states(const std::vector<const double*>* states, const double* derivs = nullptr, int first_layer = 0) {
     states_ = states;
     derivs_ = derivs;
+    first_layer_ = first_layer;
   }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   void step(int level, int k0, int k1, const double* in, double* out) override;
@@ -59,6 +61,7 @@ class ResNetAdjointPropagator final : public Propagator {
   const double* theta_ = nullptr;
   const std::vector<const double*>* states_ = nullptr;
   const double* derivs_ = nullptr;
+  int first_layer_ = 0;
 };
 
 /// What one MGRIT solve (forward or adjoint) did in one evaluation.
@@ -79,12 +82,25 @@ struct MgritEvaluation {
 /// consecutive evaluations warm-start (the one-shot method).
 class ResNetMgrit {
  public:
-  ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptions& forward, const MgritOptions& adjoint);
+  /// With a communicator of P > 1 processes the layers are distributed: rank r
+  /// owns the layers split(N, P, r) (N >= P: every process needs a layer), the
+  /// forward solve runs over them in rank order and the adjoint in reverse. Every
+  /// rank must make the same calls with the same theta (parameters are
+  /// replicated; the gradient is distributed, see evaluate()).
+  ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptions& forward, const MgritOptions& adjoint,
+              Comm* comm = nullptr);
 
   /// Objective (and gradient when grad != nullptr, overwritten) on (X, labels),
   /// which must hold `batch` examples. A budget < 0 solves to the options'
   /// tolerance (max_iter cycles at most); a budget >= 0 runs exactly that many
   /// cycles from the current (warm) iterate.
+  ///
+  /// Distributed: the objective, loss and accuracy are the same on every rank;
+  /// grad holds this rank's share (its layers, plus the opening on the first
+  /// rank, the classifier on the last and the regulariser on the first), so
+  /// the gradient is the sum of the ranks' grad vectors. Only the first rank
+  /// needs X and only the last the labels; the others may pass any batch-sized
+  /// arrays.
   MgritEvaluation evaluate(const double* theta, const double* X, const std::int64_t* labels,
                            const Regularization& reg, double* grad, int forward_budget, int adjoint_budget);
 
@@ -101,6 +117,10 @@ class ResNetMgrit {
   const double* state(int n) { return forward_.state(n); }
   const double* adjoint(int n) { return adjoint_.state(spec_layers_ - n); }
 
+  /// Layers [begin, end) of this process (all of them without distribution).
+  Range owned_layers() const { return layers_; }
+  bool distributed() const { return nprocs_ > 1; }
+
   const Mgrit& forward_solver() const { return forward_; }
   const Mgrit& adjoint_solver() const { return adjoint_; }
   int batch() const { return batch_; }
@@ -109,6 +129,10 @@ class ResNetMgrit {
   const ResidualNetwork& net_;
   int batch_;
   int spec_layers_;
+  SerialComm own_comm_;
+  Comm* comm_;
+  int nprocs_, rank_;
+  Range layers_;
   ResNetForwardPropagator fprop_;
   ResNetAdjointPropagator aprop_;
   Mgrit forward_, adjoint_;
