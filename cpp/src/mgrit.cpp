@@ -468,10 +468,10 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
     long long n = 0;
     bool trailing_done = c1 < c0;
     if (L.right >= 0 && last_is_c) sreq = comm_->isend(point(level, je - 1), ss, L.right, tag(level, kSweepTag));
-    if (c1 >= c0 && !(c1 == c0 && lead_needs_ghost)) {
+    if (L.right >= 0 && !last_is_c && c1 >= c0 && !(c1 == c0 && lead_needs_ghost)) {
       n += sweep_interval(level, c1, with_pred, reuse, scratch, to_traj);
       trailing_done = true;
-      if (L.right >= 0 && !last_is_c) sreq = comm_->isend(last_value(), ss, L.right, tag(level, kSweepTag));
+      sreq = comm_->isend(last_value(), ss, L.right, tag(level, kSweepTag));
     }
     // Middle intervals (and the leading one when it needs no ghost).
     const int mb = lead_needs_ghost ? c0 + 1 : c0;

@@ -29,6 +29,7 @@ py::dict report(const SolveReport& r) {
 // Holds the network alive as long as the solver (the solver keeps a reference).
 struct PyResNetMgrit {
   py::object net_owner;
+  py::object comm_owner;
   std::unique_ptr<ResNetMgrit> solver;
 };
 
@@ -38,15 +39,25 @@ void bind_resnet_mgrit(py::module_& m) {
   py::class_<PyResNetMgrit>(m, "ResNetMgrit",
                             "Objective and gradient of a residual network with MGRIT forward and adjoint solves; "
                             "keeps the space-time state between calls (warm starts).")
-      .def(py::init([](py::object net, int batch, const py::dict& forward, const py::dict& adjoint) {
+      .def(py::init([](py::object net, int batch, const py::dict& forward, const py::dict& adjoint,
+                       py::object comm) {
              const ResidualNetwork& n = net.cast<const ResidualNetwork&>();
              auto p = std::make_unique<PyResNetMgrit>();
              p->net_owner = net;
+             p->comm_owner = comm;
+             Comm* c = comm.is_none() ? nullptr : comm.cast<Comm*>();
              p->solver = std::make_unique<ResNetMgrit>(n, batch, lpbind::mgrit_options(forward),
-                                                       lpbind::mgrit_options(adjoint));
+                                                       lpbind::mgrit_options(adjoint), c);
              return p;
            }),
-           py::arg("net"), py::arg("batch"), py::arg("forward_options"), py::arg("adjoint_options"))
+           py::arg("net"), py::arg("batch"), py::arg("forward_options"), py::arg("adjoint_options"),
+           py::arg("comm") = py::none(),
+           "comm: a layerparallel.parallel.CoreComm (or any _core.Comm subclass) over which the layers are "
+           "distributed; None = all layers here.")
+      .def_property_readonly("owned_layers", [](const PyResNetMgrit& p) {
+        const Range r = p.solver->owned_layers();
+        return py::make_tuple(r.begin, r.end);
+      })
       .def_property_readonly("batch", [](const PyResNetMgrit& p) { return p.solver->batch(); })
       .def_property_readonly("levels",
                              [](const PyResNetMgrit& p) { return p.solver->forward_solver().hierarchy().num_levels(); })

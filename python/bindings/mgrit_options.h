@@ -18,7 +18,7 @@ namespace py = pybind11;
 /// Builds MgritOptions from a dict with (a subset of) the keys max_levels,
 /// cfactor, cfactor_fine, min_coarse, relax (a string "F,FCF" / "F FCF" or a
 /// list of strings), cycle, tol, rtol, max_iter, fmg, skip_first_down, store,
-/// threads. Unknown keys and wrong types raise ValueError naming the key.
+/// threads, compute_residuals. Unknown keys and wrong types raise ValueError naming the key.
 inline layerparallel::MgritOptions mgrit_options(const py::dict& d) {
   layerparallel::MgritOptions o;
   for (auto item : d) {
@@ -52,6 +52,7 @@ inline layerparallel::MgritOptions mgrit_options(const py::dict& d) {
     else if (key == "rtol") as_float(o.rtol);
     else if (key == "fmg") as_bool(o.fmg);
     else if (key == "skip_first_down") as_bool(o.skip_first_down);
+    else if (key == "compute_residuals") as_bool(o.compute_residuals);
     else if (key == "cycle") as_str(o.cycle);
     else if (key == "store") as_str(o.store);
     else if (key == "relax") {

@@ -4,6 +4,7 @@
 
 namespace py = pybind11;
 
+void bind_comm(py::module_& m);
 void bind_network(py::module_& m);
 void bind_ode(py::module_& m);
 void bind_resnet_mgrit(py::module_& m);
@@ -13,6 +14,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = LP_VERSION;
   // C++ exceptions map to Python: std::invalid_argument -> ValueError (pybind11's default),
   // std::runtime_error -> RuntimeError.
+  bind_comm(m);
   bind_network(m);
   bind_ode(m);
   bind_resnet_mgrit(m);

@@ -1,23 +1,30 @@
-"""Processes: communicators, the layer x data process grid, data-parallel
-evaluation and whole-job failure handling.
+"""Processes: communicators, the layer x data process grid, layer-parallel and
+data-parallel evaluation, and whole-job failure handling.
 
 Works with any mpi4py communicator and without MPI at all (a one-process
-communicator stands in). Layers are distributed over threads inside a process
-(``mgrit.threads``); distributing them over processes is not implemented yet,
-so ``layer_procs`` must be 1 and every process of the grid is a data process.
+communicator stands in). The ``layer_procs`` processes of a grid row split the
+layers into contiguous blocks (no divisibility needed); the MGRIT engine sends
+through :class:`CoreComm`, which forwards to the row's mpi4py communicator and
+can record a trace of compute spans and messages for the scaling model
+(:mod:`layerparallel.scaling`). The ``data_procs`` rows split the examples.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import numpy as np
 
-__all__ = ["SelfComm", "world", "local_processes", "ProcessGrid", "shard", "DataParallelSolver", "abort_on_error"]
+from . import _core
+
+__all__ = ["SelfComm", "world", "local_processes", "ProcessGrid", "shard", "DataParallelSolver", "abort_on_error",
+           "CoreComm", "LayerShard", "LayerParallelSolver"]
 
 
 class SelfComm:
@@ -85,9 +92,9 @@ def world() -> Any:
 class ProcessGrid:
     """``layer_procs x data_procs`` processes of one communicator.
 
-    ``layer_comm`` joins the processes that hold the same examples (they would
-    share the layers); ``data_comm`` joins the processes that hold the same
-    layers and split the examples.
+    ``layer_comm`` joins the processes that hold the same examples and split
+    the layers (ranks ``r`` with the same ``r // layer_procs``); ``data_comm``
+    joins the processes that hold the same layers and split the examples.
     """
 
     comm: Any
@@ -112,9 +119,6 @@ class ProcessGrid:
             raise ValueError(f"the process grid parallel.layer_procs x parallel.data_procs = {layer_procs} x "
                              f"{data_procs} = {layer_procs * data_procs} does not match the communicator's "
                              f"{size} processes")
-        if layer_procs > 1:
-            raise ValueError("parallel.layer_procs > 1 is not supported yet: layers are parallel over threads "
-                             "inside a process (mgrit.threads); use parallel.data_procs to spread examples")
         rank = comm.Get_rank()
         layer_comm = comm.Split(rank // layer_procs, rank)
         data_comm = comm.Split(rank % layer_procs, rank)
@@ -210,3 +214,303 @@ def abort_on_error(comm: Any, exit_code: int = 1) -> Iterator[None]:
             sys.stderr.flush()
             comm.Abort(code)
         raise
+
+
+# ---------------------------------------------------------------------- layers over processes
+
+class CoreComm(_core.Comm):
+    """The engine's communicator: forwards the C++ engine's calls (and the
+    Python solver's own collectives) to an mpi4py communicator.
+
+    With ``trace=True`` it records, per call, the main thread's CPU time spent
+    since the previous call (a compute span) and the message it makes; see
+    :func:`layerparallel.scaling.replay`. Timing is with
+    ``time.thread_time_ns`` so that a run oversubscribing the cores still
+    records what each process computes.
+    """
+
+    def __init__(self, comm: Any, trace: bool = False):
+        _core.Comm.__init__(self)
+        self.comm = comm
+        self._rank, self._size = comm.Get_rank(), comm.Get_size()
+        self._requests: dict[int, Any] = {}
+        self._next = 0
+        self.events: Optional[list[tuple]] = [] if trace else None
+        self._mark = time.thread_time_ns()
+
+    # -- tracing
+    def start_trace(self) -> None:
+        self.events = []
+        self._mark = time.thread_time_ns()
+
+    def stop_trace(self) -> list[tuple]:
+        events = self.events or []
+        events.append(("end", time.thread_time_ns() - self._mark))
+        self.events = None
+        return events
+
+    def _rec(self, *event: Any) -> None:
+        if self.events is not None:
+            self.events.append((event[0], time.thread_time_ns() - self._mark) + event[1:])
+
+    def _done(self) -> None:
+        if self.events is not None:
+            self._mark = time.thread_time_ns()
+
+    # -- the engine's interface
+    def rank(self) -> int:
+        return self._rank
+
+    def size(self) -> int:
+        return self._size
+
+    def barrier(self) -> None:
+        self._rec("barrier", 0)
+        self.comm.Barrier()
+        self._done()
+
+    def allreduce_sum(self, buf: np.ndarray) -> None:
+        from mpi4py import MPI
+
+        self._rec("allreduce", buf.nbytes)
+        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        self._done()
+
+    def bcast(self, buf: np.ndarray, root: int) -> None:
+        self._rec("bcast", buf.nbytes, root)
+        self.comm.Bcast(buf, root=root)
+        self._done()
+
+    def isend(self, buf: np.ndarray, dest: int, tag: int) -> int:
+        rid = self._next
+        self._next += 1
+        self._rec("send", dest, tag, buf.nbytes, rid)
+        self._requests[rid] = self.comm.Isend(buf, dest=dest, tag=tag)
+        self._done()
+        return rid
+
+    def irecv(self, buf: np.ndarray, src: int, tag: int) -> int:
+        rid = self._next
+        self._next += 1
+        self._rec("recv", src, tag, buf.nbytes, rid)
+        self._requests[rid] = self.comm.Irecv(buf, source=src, tag=tag)
+        self._done()
+        return rid
+
+    def wait(self, rid: int) -> None:
+        self._rec("wait", rid)
+        self._requests.pop(rid).Wait()
+        self._done()
+
+    # -- conveniences for the Python solver (traced like the engine's calls)
+    def sum_array(self, values: np.ndarray) -> np.ndarray:
+        buf = np.array(values, dtype=np.float64)
+        if self._size > 1:
+            self.allreduce_sum(buf)
+        return buf
+
+    def exchange(self, first: np.ndarray, last: np.ndarray, tag: int) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """Sends ``first`` to the left neighbour and ``last`` to the right one; returns
+        (what the left neighbour sent as its last, what the right sent as its first)."""
+        left = np.empty_like(last) if self._rank > 0 else None
+        right = np.empty_like(first) if self._rank < self._size - 1 else None
+        reqs = []
+        if left is not None:
+            reqs.append(self.irecv(left, self._rank - 1, tag))
+            reqs.append(self.isend(np.ascontiguousarray(first), self._rank - 1, tag + 1))
+        if right is not None:
+            reqs.append(self.irecv(right, self._rank + 1, tag + 1))
+            reqs.append(self.isend(np.ascontiguousarray(last), self._rank + 1, tag))
+        for r in reqs:
+            self.wait(r)
+        return left, right
+
+
+
+class LayerShard:
+    """Which entries of the flat parameter vector this process owns when the layers
+    are split over ``layer_comm``: its layers' blocks of every per-layer array
+    (``weights``, ``biases``), the opening on the first process and the classifier
+    on the last. Optimisers work on the owned entries (:meth:`local`); inner
+    products are summed over the layer processes (:meth:`dot`); the smoothness
+    regulariser exchanges one neighbouring layer with each side."""
+
+    PER_LAYER = ("weights", "biases")
+
+    def __init__(self, model: Any, comm: Any):
+        self.model = model
+        self.comm = comm  # a CoreComm
+        P, r = comm.size(), comm.rank()
+        N = model.layers
+        if N < P:
+            raise ValueError(f"the {N} layers cannot be split over parallel.layer_procs = {P} processes: "
+                             "each needs at least one layer")
+        sl = shard(N, P, r)
+        self.layers = (sl.start, sl.stop)
+        self.first, self.last = r == 0, r == P - 1
+        idx, self.blocks = [], {}
+        pos = 0
+        for name, off, shape in model._layout:
+            n = int(np.prod(shape)) if shape else 1
+            if name in self.PER_LAYER:
+                per = n // N
+                part = np.arange(off + sl.start * per, off + sl.stop * per)
+                self.blocks[name] = (pos, per)
+            elif name.startswith("opening"):
+                part = np.arange(off, off + n) if self.first else np.arange(0)
+            else:
+                part = np.arange(off, off + n) if self.last else np.arange(0)
+            idx.append(part)
+            pos += part.size
+        self.index = np.concatenate(idx).astype(np.int64)
+        self.classifier_mask = np.zeros(self.index.size, dtype=bool)
+        for name, off, shape in model._layout:
+            n = int(np.prod(shape)) if shape else 1
+            if name.startswith("classifier"):
+                self.classifier_mask |= (self.index >= off) & (self.index < off + n)
+        self.size = int(self.index.size)
+
+    def local(self, theta: np.ndarray) -> np.ndarray:
+        """The owned entries of a full parameter vector."""
+        return np.asarray(theta, dtype=np.float64)[self.index].copy()
+
+    def scatter(self, local: np.ndarray, full: np.ndarray) -> None:
+        full[self.index] = local
+
+    def gather(self, local: np.ndarray) -> np.ndarray:
+        """The full parameter vector on every layer process (for files and plots)."""
+        full = np.zeros(self.model.size)
+        full[self.index] = local
+        return self.comm.sum_array(full)
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Inner product of two distributed vectors (an all-reduce of the local sums)."""
+        return float(self.comm.sum_array(np.array([np.dot(a, b)]))[0])
+
+    def regularization(self, local: np.ndarray) -> tuple[float, np.ndarray]:
+        """(value, gradient of the owned entries) of the regularisers: Tikhonov on the
+        opening and the hidden layers, the classifier term, and the smoothness term
+        (g/2) sum_n |(theta_n - theta_{n-1}) / h|^2 with term n counted by the owner of
+        layer n. Same formulas as the compiled network's."""
+        r = self.model.regularization
+        grad = np.zeros_like(local)
+        value = 0.0
+        hidden = ~self.classifier_mask
+        if r.tikhonov > 0:
+            value += 0.5 * r.tikhonov * float(np.dot(local[hidden], local[hidden]))
+            grad[hidden] += r.tikhonov * local[hidden]
+        if r.classifier > 0:
+            c = self.classifier_mask
+            value += 0.5 * r.classifier * float(np.dot(local[c], local[c]))
+            grad[c] += r.classifier * local[c]
+        N = self.model.layers
+        if r.ddt > 0 and N > 1:
+            g = r.ddt / self.model.h ** 2
+            a, b = self.layers
+            for k, name in enumerate(self.PER_LAYER):
+                pos, per = self.blocks[name]
+                blk = local[pos:pos + (b - a) * per].reshape(b - a, per)
+                left, right = self.comm.exchange(blk[0], blk[-1], tag=1000 + 2 * k)
+                ext = np.vstack([x for x in (left, blk, right) if x is not None])
+                d = np.diff(ext, axis=0)
+                off = 1 if left is not None else 0
+                ns = np.arange(a, b)
+                prev = ns[ns >= 1]           # layers with a term theta_n - theta_{n-1}
+                nxt = ns[ns + 1 <= N - 1]    # layers with a term theta_{n+1} - theta_n
+                d_prev = d[prev - 1 - a + off]
+                value += 0.5 * g * float(np.sum(d_prev * d_prev))
+                gb = grad[pos:pos + (b - a) * per].reshape(b - a, per)
+                gb[prev - a] += g * d_prev
+                gb[nxt - a] -= g * d[nxt - a + off]
+        return value, grad
+
+
+class LayerParallelSolver:
+    """Layers split over ``grid.layer_comm`` and examples over ``grid.data_comm``.
+
+    Wraps an :class:`layerparallel.train.MgritSolver` whose engine is distributed
+    over the layer processes. Parameters and gradients are the owned entries
+    (:class:`LayerShard`); the loss and accuracy are summed in the engine over the
+    layer processes and here over the data processes; the regulariser is
+    computed per shard with one neighbour exchange."""
+
+    def __init__(self, inner: Any, grid: ProcessGrid, core_comm: Any):
+        self.inner = inner
+        self.model = inner.model
+        self.grid = grid
+        self.comm = core_comm
+        self.shard = LayerShard(self.model, core_comm)
+        self.data_comm = grid.data_comm
+        self.columns = inner.columns
+        self._full = np.zeros(self.model.size)
+        self._shards: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._val: dict[int, Any] = {}
+
+    def _local_examples(self, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._shards.get(id(features))
+        if hit is None or hit[0] is not features:
+            sl = shard(features.shape[0], self.data_comm.Get_size(), self.data_comm.Get_rank())
+            hit = (features, features[sl], labels[sl])
+            if len(self._shards) >= 4:  # the training and validation sets, plus a mini-batch
+                self._shards.pop(next(iter(self._shards)))
+            self._shards[id(features)] = hit
+        return hit[1], hit[2]
+
+    def full(self, local: np.ndarray) -> np.ndarray:
+        self.shard.scatter(local, self._full)
+        return self._full
+
+    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> Any:
+        from .model import Evaluation
+
+        X, y = self._local_examples(features, labels)
+        s_local, s_total = X.shape[0], features.shape[0]
+        if s_local == 0:
+            raise ValueError(f"{s_total} examples cannot be split over parallel.data_procs = "
+                             f"{self.data_comm.Get_size()} processes when the layers are split too")
+        ev = self.inner(self.full(theta), X, y, regularized=False)
+        grad = ev.gradient[self.shard.index] * s_local
+        buf = np.concatenate([[ev.loss * s_local, float(ev.correct)], grad])
+        if self.data_comm.Get_size() > 1:
+            total = np.empty_like(buf)
+            self.data_comm.Allreduce(buf, total)
+        else:
+            total = buf
+        reg, greg = self.shard.regularization(theta)
+        reg = float(self.comm.sum_array(np.array([reg]))[0])
+        loss = total[0] / s_total
+        out = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=total[1] / s_total,
+                         correct=int(round(total[1])), examples=s_total, gradient=total[2:] / s_total + greg)
+        self.inner.remember(out, theta, features)
+        self.evaluations = self.inner.evaluations
+        return out
+
+    def validate(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """(mean loss, accuracy) without gradient: a forward pipeline over the layer processes."""
+        from . import _core
+
+        X, y = self._local_examples(features, labels)
+        s = X.shape[0]
+        solver = self._val.get(s)
+        if solver is None:
+            one = {"max_levels": 1, "threads": self.inner.options["threads"]}
+            solver = _core.ResNetMgrit(self.model.core, s, one, one, self.comm)
+            self._val[s] = solver
+        d = solver.evaluate(self.full(theta), X, y, 0.0, 0.0, 0.0, -1, -1, False)
+        buf = np.array([d["loss"] * s, float(d["correct"])])
+        if self.data_comm.Get_size() > 1:
+            total = np.empty_like(buf)
+            self.data_comm.Allreduce(buf, total)
+        else:
+            total = buf
+        return float(total[0] / features.shape[0]), float(total[1] / features.shape[0])
+
+    def monitor(self) -> Optional[str]:
+        reasons = self.grid.comm.allgather(self.inner.monitor())
+        return next((f"rank {r}: {why}" for r, why in enumerate(reasons) if why), None)
+
+    def cached(self, theta: np.ndarray, features: np.ndarray) -> Any:
+        return self.inner.cached(theta, features)
+
+    def __getattr__(self, name: str) -> Any:  # stats, tighten(), summary(), ... of the inner solver
+        return getattr(self.inner, name)

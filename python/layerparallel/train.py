@@ -98,8 +98,9 @@ class MgritSolver(SerialSolver):
     The safeguard (:meth:`tighten`) makes the next iterations exact.
     """
 
-    def __init__(self, model: Network, mgrit_cfg: Any, mode: str, threads: int = 0):
+    def __init__(self, model: Network, mgrit_cfg: Any, mode: str, threads: int = 0, comm: Any = None):
         super().__init__(model)
+        self.comm = comm  # a parallel.CoreComm over which the layers are split (None: all here)
         if mode not in ("exact", "simultaneous"):
             raise ValueError(f"train.mode must be 'exact' or 'simultaneous' for MGRIT, got {mode!r}")
         from .config import relax_levels
@@ -130,7 +131,7 @@ class MgritSolver(SerialSolver):
         s = features.shape[0]
         solver = self._solvers.get(s)
         if solver is None:
-            solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options)
+            solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options, self.comm)
             solver.set_relative_tolerance(self.cfg.tol)
             self._solvers[s] = solver
         elif self._data_of.get(s) != id(features):
@@ -226,6 +227,28 @@ class MgritSolver(SerialSolver):
         }
 
 
+class PipelineSolver(MgritSolver):
+    """The serial mode when the layers are split over processes: exact forward and
+    adjoint sweeps passed from process to process (the engine on one level)."""
+
+    def __init__(self, model: Network, mgrit_cfg: Any, threads: int, comm: Any):
+        super().__init__(model, mgrit_cfg, "exact", threads, comm=comm)
+        self.mode = "serial"
+        self.options["max_levels"] = 1
+
+    exact = True  # type: ignore[assignment]
+    columns = HISTORY_COLUMNS
+
+    def row_extra(self) -> dict[str, float]:
+        return {}
+
+    def monitor(self) -> Optional[str]:
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
 def build_model(cfg: Any, data: Dataset) -> Network:
     """The network a configuration describes, seeded with ``train.seed``."""
     m, r = cfg.model, cfg.regularization
@@ -247,12 +270,13 @@ def build_model(cfg: Any, data: Dataset) -> Network:
                   init=m.init)
 
 
-def make_solver(cfg: Any, model: Network) -> SerialSolver:
+def make_solver(cfg: Any, model: Network, comm: Any = None) -> SerialSolver:
+    """The gradient solver of ``train.mode``; ``comm`` (a parallel.CoreComm) splits the layers."""
     mode = cfg.train.mode
     if mode == "serial":
-        return SerialSolver(model)
+        return PipelineSolver(model, cfg.mgrit, cfg.train.threads, comm) if comm is not None else SerialSolver(model)
     if mode in ("exact", "simultaneous"):
-        return MgritSolver(model, cfg.mgrit, mode, cfg.train.threads)
+        return MgritSolver(model, cfg.mgrit, mode, cfg.train.threads, comm=comm)
     raise ValueError(f"train.mode must be one of 'serial', 'exact', 'simultaneous', got {mode!r}")
 
 
@@ -267,9 +291,12 @@ def train(model: Network, data: Dataset, cfg: Any,
     line search, and makes the solves exact for a few iterations when either
     fails; every such switch is in ``TrainResult.mgrit["safeguard_switches"]``.
 
-    ``grid`` (a :class:`layerparallel.parallel.ProcessGrid`) splits the examples
-    over its data communicator; every process must call ``train`` with the same
-    arguments and ends with the same parameters and history.
+    ``grid`` (a :class:`layerparallel.parallel.ProcessGrid`) splits the layers
+    over its layer communicator and the examples over its data communicator;
+    every process must call ``train`` with the same arguments and ends with the
+    same (gathered) parameters and history. With split layers each process's
+    optimiser holds only its own parameters and every inner product is an
+    all-reduce.
     """
     threads = cfg.train.threads
     if not threads and grid is not None and grid.size > 1:
@@ -281,10 +308,23 @@ def train(model: Network, data: Dataset, cfg: Any,
     if threads:
         _core.set_num_threads(threads)
     opt_cfg = cfg.optimizer
-    optimizer = make_optimizer(opt_cfg)
+    layered = grid is not None and grid.layer_procs > 1
+    shard = None
+    if layered:
+        from .parallel import CoreComm, LayerParallelSolver
+
+        core_comm = CoreComm(grid.layer_comm)
+        solver = solver or make_solver(cfg, model, comm=core_comm)
     solver = solver or make_solver(cfg, model)
     guarded = isinstance(solver, MgritSolver) and solver.mode == "simultaneous" and cfg.mgrit.safeguard
-    if grid is not None and grid.data_procs > 1:
+    if layered:
+        solver = LayerParallelSolver(solver, grid, core_comm)
+        shard = solver.shard
+        optimizer = make_optimizer(opt_cfg, dot=shard.dot)
+    else:
+        optimizer = make_optimizer(opt_cfg)
+    dot = shard.dot if shard is not None else (lambda a, b: float(np.dot(a, b)))
+    if grid is not None and grid.data_procs > 1 and not layered:
         from .parallel import DataParallelSolver
 
         solver = DataParallelSolver(solver, grid.data_comm)
@@ -312,15 +352,19 @@ def train(model: Network, data: Dataset, cfg: Any,
 
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    theta = model.theta.copy()
+    theta = shard.local(model.theta) if shard is not None else model.theta.copy()
     ev = solver(theta, X, y)
     f, g = ev.objective, ev.gradient
 
     def log(it: int, step: float, ev_train: Evaluation, grad: np.ndarray) -> dict[str, float]:
-        val = model.evaluate(val_x, data.val_y, theta=theta, gradient=False, regularized=False)
+        if layered:
+            val_loss, val_acc = solver.validate(theta, val_x, data.val_y)
+        else:
+            val = model.evaluate(val_x, data.val_y, theta=theta, gradient=False, regularized=False)
+            val_loss, val_acc = val.loss, val.accuracy
         row = {"iteration": it, "objective": ev_train.objective, "train_loss": ev_train.loss,
-               "train_accuracy": ev_train.accuracy, "val_loss": val.loss, "val_accuracy": val.accuracy,
-               "grad_norm": float(np.linalg.norm(grad)), "step": step, "seconds": time.perf_counter() - t0}
+               "train_accuracy": ev_train.accuracy, "val_loss": val_loss, "val_accuracy": val_acc,
+               "grad_norm": math.sqrt(dot(grad, grad)), "step": step, "seconds": time.perf_counter() - t0}
         row.update(solver.row_extra())
         history.append(row)
         if callback:
@@ -356,7 +400,8 @@ def train(model: Network, data: Dataset, cfg: Any,
             it -= 1
             break
         theta = res.x
-        model.theta[...] = theta
+        if not layered:
+            model.theta[...] = theta
         if guarded:
             reason = solver.monitor()
             solver.end_iteration()
@@ -376,7 +421,7 @@ def train(model: Network, data: Dataset, cfg: Any,
                 break
         else:
             f, g = res.f, res.g
-    model.theta[...] = theta
+    model.theta[...] = shard.gather(theta) if shard is not None else theta
     seconds = time.perf_counter() - t0
     last = history[-1]
     if last["iteration"] != it:  # make sure the final state is measured
