@@ -70,6 +70,19 @@ ResNetMgrit::ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptio
 
 void ResNetMgrit::reset() { started_ = false; }
 
+std::vector<int> ResNetMgrit::foreign_layers() const {
+  std::vector<int> out;
+  const Hierarchy& h = forward_.hierarchy();
+  for (int l = 1; l < h.num_levels(); ++l) {
+    const Range r = forward_.owned_points(l);
+    if (r.empty() || r.begin < 1) continue;
+    const int i0 = h.fine_index(l, static_cast<int>(r.begin) - 1);
+    if (i0 < layers_.begin && std::find(out.begin(), out.end(), i0) == out.end()) out.push_back(i0);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 void ResNetMgrit::set_relative_tolerance(double rel_tol) {
   LP_REQUIRE(std::isfinite(rel_tol) && rel_tol >= 0.0, "the relative MGRIT tolerance must be >= 0, got " << rel_tol);
   rel_tol_ = rel_tol;
@@ -98,6 +111,8 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   const int N = spec_layers_;
   const int s = batch_;
   const bool first = rank_ == 0, last = rank_ == nprocs_ - 1;
+  LP_REQUIRE(nprocs_ == 1 || (reg.tikhonov == 0.0 && reg.classifier == 0.0 && reg.ddt == 0.0),
+             "with the layers distributed the regularisers are added per process by the caller: pass zero weights");
   const int a = static_cast<int>(layers_.begin), b = static_cast<int>(layers_.end);
   MgritEvaluation out;
   out.eval.examples = s;
@@ -130,8 +145,9 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   if (nprocs_ > 1) comm_->allreduce_sum(sums, 2);
   out.eval.loss = sums[0] / s;
   out.eval.correct = static_cast<std::int64_t>(std::llround(sums[1]));
-  // Parameters are replicated: the value everywhere, the gradient on the first rank only.
-  out.eval.regularization = net_.regularization(theta, reg, first ? grad : nullptr);
+  // Distributed, each process holds only its parameters: the caller adds the
+  // regularisers per shard (layerparallel.parallel.LayerShard).
+  out.eval.regularization = nprocs_ > 1 ? 0.0 : net_.regularization(theta, reg, grad);
   out.eval.objective = out.eval.loss + out.eval.regularization;
   if (!grad) {
     started_ = true;

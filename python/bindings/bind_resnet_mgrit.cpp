@@ -54,6 +54,8 @@ void bind_resnet_mgrit(py::module_& m) {
            py::arg("comm") = py::none(),
            "comm: a layerparallel.parallel.CoreComm (or any _core.Comm subclass) over which the layers are "
            "distributed; None = all layers here.")
+      .def_property_readonly("foreign_layers", [](const PyResNetMgrit& p) { return p.solver->foreign_layers(); },
+                             "Layers of other processes whose parameters this one reads (coarse forward steps).")
       .def_property_readonly("owned_layers", [](const PyResNetMgrit& p) {
         const Range r = p.solver->owned_layers();
         return py::make_tuple(r.begin, r.end);

@@ -110,6 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} exists and is not a folder")
     grid = ProcessGrid.create(_world(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
     model = build_model(cfg, data)
+    if cfg.train.params:
+        model.load_parameters(cfg.train.params)
     from .datasets import class_balance, format_class_balance
 
     if grid.is_root and not args.quiet:

@@ -127,9 +127,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key(int, 0, **_ge(0)),
         "threads": Key(int, 0, **_ge(0), doc="0 = all cores"),
         "eval_every": Key(int, 1, **_ge(1)),
+        "params": Key(str, "", doc="start from this params.npz (a restart; every process reads it and "
+                                   "keeps its own layers); empty = initialise from the seed"),
     },
     "parallel": {
-        "layer_procs": Key(int, 1, **_ge(1), doc="processes along the layers (1 for now)"),
+        "layer_procs": Key(int, 1, **_ge(1), doc="processes splitting the layers (contiguous blocks, N >= layer_procs)"),
         "data_procs": Key(int, 0, **_ge(0), doc="processes splitting the examples, 0 = all the rest"),
     },
     "mgrit": {

@@ -445,6 +445,45 @@ class LayerParallelSolver:
         self._full = np.zeros(self.model.size)
         self._shards: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._val: dict[int, Any] = {}
+        self._plan_foreign_layers()
+
+    def _plan_foreign_layers(self) -> None:
+        """Which layers' parameters go to which process before every evaluation (the
+        coarse forward steps into a process's first point of a level use the layer at
+        the step's left end, owned further left)."""
+        P, N = self.comm.size(), self.model.layers
+        probe = _core.ResNetMgrit(self.model.core, 1, self.inner.options, self.inner.options, self.comm)
+        needed = [int(n) for n in probe.foreign_layers]
+        del probe
+        wanted = self.grid.layer_comm.allgather(needed)
+        a, b = self.shard.layers
+        owner = np.concatenate([np.full(shard(N, P, r).stop - shard(N, P, r).start, r) for r in range(P)])
+        self._sends = [(r, n) for r, lst in enumerate(wanted) for n in lst if a <= n < b]
+        self._recvs = [(int(owner[n]), n) for n in needed]
+        self._rows = [(off, int(np.prod(shape)) // N) for name, off, shape in self.model._layout
+                      if name in LayerShard.PER_LAYER]
+
+    def _fetch_foreign(self, local: np.ndarray) -> None:
+        if not self._sends and not self._recvs:
+            return
+        a = self.shard.layers[0]
+        width = sum(per for _, per in self._rows)
+        bufs = [np.empty(width) for _ in self._recvs]
+        reqs = [self.comm.irecv(buf, src, 1990) for buf, (src, _) in zip(bufs, self._recvs)]
+        out = []
+        for dest, n in self._sends:
+            row = np.concatenate([local[self.shard.blocks[name][0] + (n - a) * per:
+                                        self.shard.blocks[name][0] + (n - a + 1) * per]
+                                  for name, (_, per) in zip(LayerShard.PER_LAYER, self._rows)])
+            out.append(row)
+            reqs.append(self.comm.isend(row, dest, 1990))
+        for r in reqs:
+            self.comm.wait(r)
+        for buf, (_, n) in zip(bufs, self._recvs):
+            k = 0
+            for off, per in self._rows:
+                self._full[off + n * per:off + (n + 1) * per] = buf[k:k + per]
+                k += per
 
     def _local_examples(self, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hit = self._shards.get(id(features))
@@ -468,7 +507,9 @@ class LayerParallelSolver:
         if s_local == 0:
             raise ValueError(f"{s_total} examples cannot be split over parallel.data_procs = "
                              f"{self.data_comm.Get_size()} processes when the layers are split too")
-        ev = self.inner(self.full(theta), X, y, regularized=False)
+        full = self.full(theta)
+        self._fetch_foreign(theta)
+        ev = self.inner(full, X, y, regularized=False)
         grad = ev.gradient[self.shard.index] * s_local
         buf = np.concatenate([[ev.loss * s_local, float(ev.correct)], grad])
         if self.data_comm.Get_size() > 1:

@@ -165,7 +165,7 @@ TEST(ResNetMgrit, DistributedLayersMatchOneProcess) {
     SCOPED_TRACE("N " + std::to_string(N) + " P " + std::to_string(P) + " m " + std::to_string(m) + " " + store);
     Case c = make_case(N, 4, Activation::Tanh, 3 + N);
     DenseResNet net(c.spec);
-    const Regularization reg{1e-3, 1e-3, 1e-3};
+    const Regularization reg{};  // distributed: the caller adds regularisers per shard
     MgritOptions opt;
     opt.cfactor = m;
     opt.min_coarse = 2;
@@ -199,8 +199,29 @@ TEST(ResNetMgrit, DistributedLayersMatchOneProcess) {
       ThreadComm comm(world, rank);
       ResNetMgrit dist(net, c.s, opt, opt, &comm);
       dist.set_relative_tolerance(1e-12);
+      // Only the parameters this rank owns or declares foreign are readable: the
+      // rest are NaN, so any other read shows up in the results.
+      const ParamLayout& L = net.layout();
+      const std::size_t w = static_cast<std::size_t>(c.spec.width);
+      std::vector<char> keep(static_cast<std::size_t>(N), 0);
+      for (long n = dist.owned_layers().begin; n < dist.owned_layers().end; ++n) keep[n] = 1;
+      for (int n : dist.foreign_layers()) {
+        EXPECT_LT(n, dist.owned_layers().begin);
+        keep[n] = 1;
+      }
+      auto visible = [&](std::vector<double> t) {
+        const double nan = std::nan("");
+        for (int n = 0; n < N; ++n) {
+          if (keep[n]) continue;
+          std::fill_n(t.begin() + L.weights + n * w * w, w * w, nan);
+          std::fill_n(t.begin() + L.biases + n, 1, nan);
+        }
+        if (rank != 0) std::fill(t.begin() + L.opening_weight, t.begin() + L.weights, nan);
+        if (rank != P - 1) std::fill(t.begin() + L.classifier_weight, t.end(), nan);
+        return t;
+      };
       for (int call = 0; call < 3; ++call) {
-        const auto t = thetas(call);
+        const auto t = visible(thetas(call));
         got[rank][call] = dist.evaluate(t.data(), c.X.data(), c.y.data(), reg, got_g[rank][call].data(),
                                         budgets[call][0], budgets[call][1]);
       }
@@ -217,7 +238,19 @@ TEST(ResNetMgrit, DistributedLayersMatchOneProcess) {
       EXPECT_LT(max_rel_diff(sum.data(), want_g[call].data(), np), 1e-12) << "call " << call;
     }
   }
-  // More processes than layers is a clear error.
+  // More processes than layers is a clear error; so are regularisers.
+  {
+    Case c = make_case(8, 4, Activation::Tanh, 1);
+    DenseResNet net(c.spec);
+    ThreadWorld world(2);
+    std::vector<double> g(net.layout().size);
+    run_ranks(2, [&](int rank) {
+      ThreadComm comm(world, rank);
+      ResNetMgrit d(net, c.s, MgritOptions{}, MgritOptions{}, &comm);
+      EXPECT_THROW(d.evaluate(c.theta.data(), c.X.data(), c.y.data(), Regularization{1e-3, 0, 0}, nullptr, 1, 1),
+                   std::invalid_argument);
+    });
+  }
   Case c = make_case(3, 4, Activation::Tanh, 1);
   DenseResNet net(c.spec);
   ThreadWorld world(4);

@@ -173,3 +173,77 @@ def test_conv_network_on_two_processes_matches_one(tmp_path):
     assert len(h0) == len(h1) == 6
     for a, b in zip(h0, h1):
         assert float(b["objective"]) == pytest.approx(float(a["objective"]), rel=1e-12)
+
+
+# ---------------------------------------------------------------------- layers over processes
+
+GRIDS = [(2, 2, 1), (3, 3, 1), (4, 4, 1), (4, 2, 2)]  # (processes, layer_procs, data_procs); N = 30
+
+
+@pytest.mark.parametrize("procs,lp,dp", GRIDS)
+def test_layers_split_exact_matches_one_process(config, reference, tmp_path, procs, lp, dp):
+    out = tmp_path / "run"
+    r = mpirun(procs, train_args(config, out, 'train.mode="exact"', f"parallel.layer_procs={lp}",
+                                 f"parallel.data_procs={dp}"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["processes"], s["layer_procs"], s["data_procs"]) == (procs, lp, dp)
+    compare(reference["exact"], out, 1e-12)
+
+
+@pytest.mark.parametrize("procs,lp,dp", GRIDS)
+def test_layers_split_simultaneous_matches_one_process(config, reference, tmp_path, procs, lp, dp):
+    out = tmp_path / "run"
+    r = mpirun(procs, train_args(config, out, 'train.mode="simultaneous"', f"parallel.layer_procs={lp}",
+                                 f"parallel.data_procs={dp}"))
+    assert r.returncode == 0, r.stderr
+    compare(reference["simultaneous"], out, 1e-10)
+    # The MGRIT record is the same as well: residuals are all-reduced over the layer
+    # processes (with data_procs > 1 each data row solves for its own examples).
+    h0, h1 = history(reference["simultaneous"]), history(out)
+    for a, b in zip(h0, h1 if dp == 1 else []):
+        for col in ("fwd_residual", "bwd_residual"):
+            assert float(b[col]) == pytest.approx(float(a[col]), rel=1e-8, abs=1e-300)
+
+
+@pytest.mark.parametrize("procs,lp,dp", [(3, 3, 1), (4, 2, 2)])
+def test_layers_split_serial_pipeline_matches_one_process(config, reference, tmp_path, procs, lp, dp):
+    out = tmp_path / "run"
+    r = mpirun(procs, train_args(config, out, 'train.mode="serial"', f"parallel.layer_procs={lp}",
+                                 f"parallel.data_procs={dp}"))
+    assert r.returncode == 0, r.stderr
+    compare(reference["serial"], out, 1e-12)
+
+
+def test_layer_params_written_by_three_load_on_one_and_two(config, tmp_path):
+    out = tmp_path / "run"
+    r = mpirun(3, train_args(config, out, "optimizer.max_iter=5", "parallel.layer_procs=3"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    ev1 = subprocess.run([sys.executable, "-m", "layerparallel", "evaluate", str(config), "--params",
+                          str(out / "params.npz")], capture_output=True, text=True, timeout=120, env=env())
+    assert ev1.returncode == 0, ev1.stderr
+    assert json.loads(ev1.stdout)["train_loss"] == pytest.approx(summary["train_loss"], rel=1e-12)
+    # ... and training continues from them on two layer processes.
+    r2 = mpirun(2, train_args(config, tmp_path / "again", "optimizer.max_iter=1", "parallel.layer_procs=2",
+                              f'train.params="{out / "params.npz"}"'))
+    assert r2.returncode == 0, r2.stderr
+    h = history(tmp_path / "again")
+    assert float(h[0]["train_loss"]) == pytest.approx(summary["train_loss"], rel=1e-12)
+
+
+def test_failure_inside_the_engine_ends_the_job(config, tmp_path):
+    t0 = time.monotonic()
+    r = mpirun(3, [str(HERE / "mpi_scripts" / "fail_in_engine.py"),
+                   *train_args(config, tmp_path / "run", "parallel.layer_procs=3", 'train.mode="simultaneous"')[2:]],
+               timeout=120)
+    assert r.returncode != 0
+    assert "injected failure on rank 1 inside the engine" in r.stderr
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "run" / "params.npz").exists()
+
+
+def test_more_layer_processes_than_layers_is_a_clear_error(config, tmp_path):
+    r = mpirun(4, train_args(config, tmp_path / "run", "parallel.layer_procs=4", "model.layers=3"))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "3 layers cannot be" in r.stderr and "layer_procs = 4" in r.stderr

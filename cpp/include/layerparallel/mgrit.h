@@ -210,8 +210,8 @@ class Mgrit {
   /// Copies the finalized points into out ((N + 1) * state_size(), point i at
   /// out + i * state_size()): all of them, or the owned ones when distributed.
   void trajectory(double* out);
-  /// Fine points this process owns (all of 0..N without a partition).
-  Range owned_points() const { return lv_[0].own; }
+  /// Points of `level` this process owns (all of them without a partition).
+  Range owned_points(int level = 0) const { return lv_.at(static_cast<std::size_t>(level)).own; }
 
   /// The grid hierarchy in use.
   const Hierarchy& hierarchy() const { return hier_; }

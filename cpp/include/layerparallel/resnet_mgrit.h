@@ -97,10 +97,12 @@ class ResNetMgrit {
   ///
   /// Distributed: the objective, loss and accuracy are the same on every rank;
   /// grad holds this rank's share (its layers, plus the opening on the first
-  /// rank, the classifier on the last and the regulariser on the first), so
-  /// the gradient is the sum of the ranks' grad vectors. Only the first rank
-  /// needs X and only the last the labels; the others may pass any batch-sized
-  /// arrays.
+  /// rank, the classifier on the last), so the gradient is the sum of the
+  /// ranks' grad vectors. theta needs only the owned and foreign_layers()
+  /// entries (the opening on the first rank, the classifier on the last); the
+  /// regularisers must be zero (the caller adds them per process). Only the
+  /// first rank needs X and only the last the labels; the others may pass any
+  /// batch-sized arrays.
   MgritEvaluation evaluate(const double* theta, const double* X, const std::int64_t* labels,
                            const Regularization& reg, double* grad, int forward_budget, int adjoint_budget);
 
@@ -120,6 +122,12 @@ class ResNetMgrit {
   /// Layers [begin, end) of this process (all of them without distribution).
   Range owned_layers() const { return layers_; }
   bool distributed() const { return nprocs_ > 1; }
+  /// Layers outside owned_layers() whose parameters this process reads: a coarse
+  /// forward step into an owned point uses the layer at the step's left end,
+  /// which lies on a process to the left for the first owned point of a coarse
+  /// level (at most one layer per level; the adjoint needs none). A caller that
+  /// keeps only its own parameters must fill these in before evaluate().
+  std::vector<int> foreign_layers() const;
 
   const Mgrit& forward_solver() const { return forward_; }
   const Mgrit& adjoint_solver() const { return adjoint_; }
