@@ -149,6 +149,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "fmg": Key(bool, False, doc="nested-iteration initial guess"),
         "skip_first_down": Key(bool, False, doc="skip relaxation on the first down-cycle"),
         "store": Key(str, "all", choices=("all", "cpoints"), doc="keep every point or only C-points"),
+        "compute_residuals": Key(bool, True, doc="simultaneous: compute the residual norm after every cycle "
+                                                 "(one all-reduce each with split layers); false saves them, "
+                                                 "and the safeguard then watches only the line search"),
         "safeguard": Key(bool, True, doc="simultaneous: tighten the solves when MGRIT stalls"),
         "safeguard_factor": Key(float, 1.0, **_gt(0), doc="convergence factor that triggers the safeguard"),
         "safeguard_iterations": Key(int, 5, **_ge(1), doc="iterations solved exactly after a trigger"),

@@ -111,7 +111,8 @@ class MgritSolver(SerialSolver):
         self.options = {"max_levels": c.max_levels, "cfactor": c.cfactor,
                         "cfactor_fine": c.cfactor_fine if c.cfactor_fine else -1, "min_coarse": c.min_coarse,
                         "relax": relax_levels(c.relax), "cycle": c.cycle, "max_iter": c.max_iter, "fmg": c.fmg,
-                        "skip_first_down": c.skip_first_down, "store": c.store, "threads": c.threads or threads}
+                        "skip_first_down": c.skip_first_down, "store": c.store, "threads": c.threads or threads,
+                        "compute_residuals": c.compute_residuals}
         self.fwd_budget = c.fwd_iterations
         self.bwd_budget = c.bwd_iterations
         self._solvers: dict[int, Any] = {}

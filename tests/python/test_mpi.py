@@ -247,3 +247,15 @@ def test_more_layer_processes_than_layers_is_a_clear_error(config, tmp_path):
     r = mpirun(4, train_args(config, tmp_path / "run", "parallel.layer_procs=4", "model.layers=3"))
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "3 layers cannot be" in r.stderr and "layer_procs = 4" in r.stderr
+
+
+def test_traces_of_a_distributed_evaluation_replay():
+    r = mpirun(3, [str(HERE / "mpi_scripts" / "trace_replay.py")], timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # Every send has its receive, every message carries one state, the replay finishes
+    # no earlier than the busiest process computes.
+    assert out["sends"] == out["recvs"] == out["messages"] > 0
+    assert out["bytes"] == out["messages"] * out["state_bytes"]
+    assert out["collectives"] > 0
+    assert out["wall"] >= max(out["compute"]) > 0
