@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for mode in args.modes:
         cfg = load_config(ROOT / "examples" / "peaks.toml",
                           [f"model.layers={args.layers}", f"data.train_size={args.examples}", "data.val_size=10",
-                           f'train.mode="{mode}"', "train.threads=1", f"parallel.layer_procs={P}"])
+                           f'train.mode="{mode}"', "train.threads=1", f"parallel.layer_procs={P}", *args.set])
         data = load_dataset(cfg.data, cfg.base_dir)
         model = build_model(cfg, data)
         grid = ProcessGrid.create(comm, P, 1)
@@ -185,6 +185,8 @@ def cmd_all(args: argparse.Namespace) -> None:
     _launch(2, ["pingpong", "--out", str(pp), "--repeats", "30"], 600)
     here = json.loads(pp.read_text())
     local, cluster = Network(**here), Network(**CLUSTER)
+    if args.set:
+        print("MGRIT settings changed from examples/peaks.toml: " + ", ".join(args.set))
     print(f"MPI on this machine (shared memory): latency {here['latency'] * 1e6:.2f} us, "
           f"bandwidth {here['bandwidth'] / 1e9:.2f} GB/s")
     results = {}
@@ -194,7 +196,8 @@ def cmd_all(args: argparse.Namespace) -> None:
             if not (args.reuse and f.exists()):
                 t = time.perf_counter()
                 _launch(P, ["run", "--layers", str(N), "--examples", str(args.examples), "--repeats",
-                            str(args.repeats), "--out", str(f), "--modes", *MODES], 7200)
+                            str(args.repeats), "--out", str(f), "--modes", *MODES,
+                            *(["--set", *args.set] if args.set else [])], 7200)
                 print(f"  ran N={N} P={P} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
             results[(N, P)] = json.loads(f.read_text())
 
@@ -270,6 +273,7 @@ def main() -> None:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     r.add_argument("--out", required=True)
+    r.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. mgrit.cfactor=8")
     q = sub.add_parser("pingpong")
     q.add_argument("--repeats", type=int, default=30)
     q.add_argument("--out", required=True)
@@ -280,6 +284,7 @@ def main() -> None:
     a.add_argument("--repeats", type=int, default=3)
     a.add_argument("--workdir", default="build/scaling")
     a.add_argument("--reuse", action="store_true", help="reuse run files already in --workdir")
+    a.add_argument("--set", nargs="*", default=[], help="config overrides for the MGRIT modes, e.g. mgrit.cfactor=8")
     a.add_argument("--plot", default=str(HERE.parent / "scaling.png"))
     args = p.parse_args()
     {"run": cmd_run, "pingpong": cmd_pingpong, "all": cmd_all}[args.cmd](args)

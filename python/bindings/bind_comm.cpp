@@ -7,10 +7,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <map>
+
 #include "layerparallel/comm.h"
+#include "layerparallel/mpi_comm.h"
 
 namespace py = pybind11;
 using layerparallel::Comm;
+using layerparallel::MpiComm;
 
 namespace {
 
@@ -55,6 +59,42 @@ class PyComm : public Comm {
   }
 };
 
+// Python-side use of an MpiComm (the solver's own messages): buffers must be
+// float64, C-contiguous and, for receives, writeable, so that MPI works on the
+// caller's memory and never on a temporary copy.
+double* buffer(const py::array& a, bool writeable, const char* what) {
+  if (!py::isinstance<py::array_t<double>>(a) || !(a.flags() & py::array::c_style) ||
+      (writeable && !a.writeable()))
+    throw py::value_error(std::string(what) + " needs a C-contiguous float64 numpy array" +
+                          (writeable ? " that is writeable" : ""));
+  return static_cast<double*>(const_cast<void*>(a.data()));
+}
+
+py::dict alive(py::object self) {
+  if (!py::hasattr(self, "_alive")) self.attr("_alive") = py::dict();
+  return self.attr("_alive");
+}
+
+py::list trace_list(const std::vector<layerparallel::TraceEvent>& ev) {
+  py::list out;
+  for (const auto& e : ev) {
+    const std::string k = e.kind;
+    if (k == "send" || k == "recv")
+      out.append(py::make_tuple(k, e.span_ns, e.peer, e.tag, e.bytes, e.request));
+    else if (k == "wait")
+      out.append(py::make_tuple(k, e.span_ns, e.request));
+    else if (k == "allreduce")
+      out.append(py::make_tuple(k, e.span_ns, e.bytes));
+    else if (k == "bcast")
+      out.append(py::make_tuple(k, e.span_ns, e.bytes, e.peer));
+    else if (k == "barrier")
+      out.append(py::make_tuple(k, e.span_ns, 0));
+    else
+      out.append(py::make_tuple(k, e.span_ns));
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_comm(py::module_& m) {
@@ -65,4 +105,45 @@ void bind_comm(py::module_& m) {
       .def(py::init<>())
       .def("rank", &Comm::rank)
       .def("size", &Comm::size);
+
+  // MpiComm is a Comm the engine uses directly (no Python per message). The
+  // holder keeps the buffers of Python-side requests alive until their wait.
+  py::class_<MpiComm, Comm>(m, "MpiComm", py::dynamic_attr(),
+                            "Comm over an mpi4py communicator through the already loaded MPI library "
+                            "(layerparallel.parallel.CoreComm builds it).")
+      .def(py::init([](std::uintptr_t comm, std::uintptr_t dtype, std::uintptr_t op_sum, const std::string& lib) {
+             layerparallel::MpiHandles h{comm, dtype, op_sum, lib};
+             return new MpiComm(h);
+           }),
+           py::arg("comm_handle"), py::arg("double_handle"), py::arg("sum_handle"), py::arg("library"))
+      .def("allreduce_sum",
+           [](MpiComm& c, const py::array& a) { c.allreduce_sum(buffer(a, true, "allreduce_sum"), a.size()); })
+      .def("bcast", [](MpiComm& c, const py::array& a, int root) { c.bcast(buffer(a, true, "bcast"), a.size(), root); })
+      .def("barrier", &MpiComm::barrier)
+      .def(
+          "isend",
+          [](py::object self, const py::array& a, int dest, int tag) {
+            MpiComm& c = self.cast<MpiComm&>();
+            const int id = c.isend(buffer(a, false, "isend"), a.size(), dest, tag);
+            alive(self)[py::int_(id)] = a;
+            return id;
+          },
+          py::arg("buf"), py::arg("dest"), py::arg("tag"))
+      .def(
+          "irecv",
+          [](py::object self, const py::array& a, int src, int tag) {
+            MpiComm& c = self.cast<MpiComm&>();
+            const int id = c.irecv(buffer(a, true, "irecv"), a.size(), src, tag);
+            alive(self)[py::int_(id)] = a;
+            return id;
+          },
+          py::arg("buf"), py::arg("src"), py::arg("tag"))
+      .def("wait",
+           [](py::object self, int id) {
+             self.cast<MpiComm&>().wait(id);
+             py::dict d = alive(self);
+             if (d.contains(py::int_(id))) PyDict_DelItem(d.ptr(), py::int_(id).ptr());
+           })
+      .def("start_trace", &MpiComm::start_trace)
+      .def("stop_trace", [](MpiComm& c) { return trace_list(c.stop_trace()); });
 }

@@ -24,7 +24,7 @@ import numpy as np
 from . import _core
 
 __all__ = ["SelfComm", "world", "local_processes", "ProcessGrid", "shard", "DataParallelSolver", "abort_on_error",
-           "CoreComm", "LayerShard", "LayerParallelSolver"]
+           "CoreComm", "PyCoreComm", "comm_sum", "comm_exchange", "LayerShard", "LayerParallelSolver"]
 
 
 class SelfComm:
@@ -218,9 +218,11 @@ def abort_on_error(comm: Any, exit_code: int = 1) -> Iterator[None]:
 
 # ---------------------------------------------------------------------- layers over processes
 
-class CoreComm(_core.Comm):
-    """The engine's communicator: forwards the C++ engine's calls (and the
-    Python solver's own collectives) to an mpi4py communicator.
+class PyCoreComm(_core.Comm):
+    """The engine's communicator in Python: forwards the C++ engine's calls (and
+    the Python solver's own messages) to an mpi4py communicator, one Python call
+    per message. The fallback of :func:`CoreComm` when the MPI library cannot be
+    reached directly (``LAYERPARALLEL_COMM=python`` forces it).
 
     With ``trace=True`` it records, per call, the main thread's CPU time spent
     since the previous call (a compute span) and the message it makes; see
@@ -302,29 +304,76 @@ class CoreComm(_core.Comm):
         self._requests.pop(rid).Wait()
         self._done()
 
-    # -- conveniences for the Python solver (traced like the engine's calls)
-    def sum_array(self, values: np.ndarray) -> np.ndarray:
-        buf = np.array(values, dtype=np.float64)
-        if self._size > 1:
-            self.allreduce_sum(buf)
-        return buf
 
-    def exchange(self, first: np.ndarray, last: np.ndarray, tag: int) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """Sends ``first`` to the left neighbour and ``last`` to the right one; returns
-        (what the left neighbour sent as its last, what the right sent as its first)."""
-        left = np.empty_like(last) if self._rank > 0 else None
-        right = np.empty_like(first) if self._rank < self._size - 1 else None
-        reqs = []
-        if left is not None:
-            reqs.append(self.irecv(left, self._rank - 1, tag))
-            reqs.append(self.isend(np.ascontiguousarray(first), self._rank - 1, tag + 1))
-        if right is not None:
-            reqs.append(self.irecv(right, self._rank + 1, tag + 1))
-            reqs.append(self.isend(np.ascontiguousarray(last), self._rank + 1, tag))
-        for r in reqs:
-            self.wait(r)
-        return left, right
 
+def CoreComm(comm: Any, trace: bool = False) -> Any:
+    """The communicator the engine sends through, over the mpi4py communicator ``comm``.
+
+    Normally a ``_core.MpiComm``: the engine then calls the MPI library that mpi4py
+    loaded directly (found by path, functions looked up by name, the communicator
+    passed as mpi4py's handle), with no Python per message. Falls back to
+    :class:`PyCoreComm` (every message through mpi4py) for communicators without
+    an MPI handle, when the library cannot be located, or when the environment sets
+    ``LAYERPARALLEL_COMM=python``. Both record the same traces."""
+    native = None
+    if os.environ.get("LAYERPARALLEL_COMM", "").lower() != "python":
+        native = _native_comm(comm)
+    if native is not None:
+        if trace:
+            native.start_trace()
+        return native
+    return PyCoreComm(comm, trace)
+
+
+def _native_comm(comm: Any) -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
+        return None
+    library = next((line.split()[-1] for line in _proc_maps() if "/libmpi" in line.split()[-1]), None)
+    if library is None:
+        return None
+    try:
+        return _core.MpiComm(int(comm.handle), int(MPI.DOUBLE.handle), int(MPI.SUM.handle), library)
+    except (RuntimeError, ValueError, AttributeError):
+        return None
+
+
+def _proc_maps() -> list[str]:
+    try:
+        with open("/proc/self/maps") as fh:
+            return [line for line in fh if len(line.split()) >= 6]
+    except OSError:
+        return []
+
+
+def comm_sum(comm: Any, values: Any) -> np.ndarray:
+    """Element-wise sum over a CoreComm's processes (a float64 copy of ``values``)."""
+    buf = np.array(values, dtype=np.float64)
+    if comm.size() > 1:
+        comm.allreduce_sum(buf)
+    return buf
+
+
+def comm_exchange(comm: Any, first: np.ndarray, last: np.ndarray, tag: int) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Sends ``first`` to the left neighbour and ``last`` to the right one over a CoreComm;
+    returns (the left neighbour's ``last``, the right neighbour's ``first``), None at the ends."""
+    rank, size = comm.rank(), comm.size()
+    first, last = np.ascontiguousarray(first, dtype=np.float64), np.ascontiguousarray(last, dtype=np.float64)
+    left = np.empty_like(last) if rank > 0 else None
+    right = np.empty_like(first) if rank < size - 1 else None
+    reqs = []
+    if left is not None:
+        reqs.append(comm.irecv(left, rank - 1, tag))
+        reqs.append(comm.isend(first, rank - 1, tag + 1))
+    if right is not None:
+        reqs.append(comm.irecv(right, rank + 1, tag + 1))
+        reqs.append(comm.isend(last, rank + 1, tag))
+    for r in reqs:
+        comm.wait(r)
+    return left, right
 
 
 class LayerShard:
@@ -381,11 +430,11 @@ class LayerShard:
         """The full parameter vector on every layer process (for files and plots)."""
         full = np.zeros(self.model.size)
         full[self.index] = local
-        return self.comm.sum_array(full)
+        return comm_sum(self.comm, full)
 
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
         """Inner product of two distributed vectors (an all-reduce of the local sums)."""
-        return float(self.comm.sum_array(np.array([np.dot(a, b)]))[0])
+        return float(comm_sum(self.comm, [np.dot(a, b)])[0])
 
     def regularization(self, local: np.ndarray) -> tuple[float, np.ndarray]:
         """(value, gradient of the owned entries) of the regularisers: Tikhonov on the
@@ -410,7 +459,7 @@ class LayerShard:
             for k, name in enumerate(self.PER_LAYER):
                 pos, per = self.blocks[name]
                 blk = local[pos:pos + (b - a) * per].reshape(b - a, per)
-                left, right = self.comm.exchange(blk[0], blk[-1], tag=1000 + 2 * k)
+                left, right = comm_exchange(self.comm, blk[0], blk[-1], tag=1000 + 2 * k)
                 ext = np.vstack([x for x in (left, blk, right) if x is not None])
                 d = np.diff(ext, axis=0)
                 off = 1 if left is not None else 0
@@ -518,7 +567,7 @@ class LayerParallelSolver:
         else:
             total = buf
         reg, greg = self.shard.regularization(theta)
-        reg = float(self.comm.sum_array(np.array([reg]))[0])
+        reg = float(comm_sum(self.comm, [reg])[0])
         loss = total[0] / s_total
         out = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=total[1] / s_total,
                          correct=int(round(total[1])), examples=s_total, gradient=total[2:] / s_total + greg)

@@ -52,9 +52,9 @@ def env():
     return e
 
 
-def mpirun(n, args, timeout=180):
+def mpirun(n, args, timeout=180, **extra_env):
     cmd = [MPIEXEC, "--oversubscribe", "-n", str(n), sys.executable, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env() | extra_env)
 
 
 def train_args(cfg, out, *sets):
@@ -191,11 +191,12 @@ def test_layers_split_exact_matches_one_process(config, reference, tmp_path, pro
     compare(reference["exact"], out, 1e-12)
 
 
-@pytest.mark.parametrize("procs,lp,dp", GRIDS)
-def test_layers_split_simultaneous_matches_one_process(config, reference, tmp_path, procs, lp, dp):
+@pytest.mark.parametrize("procs,lp,dp,comm", [g + ("native",) for g in GRIDS] + [(3, 3, 1, "python")])
+def test_layers_split_simultaneous_matches_one_process(config, reference, tmp_path, procs, lp, dp, comm):
+    # comm: the engine's messages through the MPI library directly, or through mpi4py.
     out = tmp_path / "run"
     r = mpirun(procs, train_args(config, out, 'train.mode="simultaneous"', f"parallel.layer_procs={lp}",
-                                 f"parallel.data_procs={dp}"))
+                                 f"parallel.data_procs={dp}"), LAYERPARALLEL_COMM=comm)
     assert r.returncode == 0, r.stderr
     compare(reference["simultaneous"], out, 1e-10)
     # The MGRIT record is the same as well: residuals are all-reduced over the layer
@@ -232,11 +233,12 @@ def test_layer_params_written_by_three_load_on_one_and_two(config, tmp_path):
     assert float(h[0]["train_loss"]) == pytest.approx(summary["train_loss"], rel=1e-12)
 
 
-def test_failure_inside_the_engine_ends_the_job(config, tmp_path):
+@pytest.mark.parametrize("comm", ["native", "python"])
+def test_failure_inside_the_engine_ends_the_job(config, tmp_path, comm):
     t0 = time.monotonic()
     r = mpirun(3, [str(HERE / "mpi_scripts" / "fail_in_engine.py"),
                    *train_args(config, tmp_path / "run", "parallel.layer_procs=3", 'train.mode="simultaneous"')[2:]],
-               timeout=120)
+               timeout=120, LAYERPARALLEL_COMM=comm)
     assert r.returncode != 0
     assert "injected failure on rank 1 inside the engine" in r.stderr
     assert time.monotonic() - t0 < 60
