@@ -45,7 +45,9 @@ std::string upper(std::string s) {
   return s;
 }
 
-void copy_state(std::size_t n, const double* src, double* dst) { std::memcpy(dst, src, n * sizeof(double)); }
+void copy_state(std::size_t n, const double* src, double* dst) {
+  if (src != dst) std::memcpy(dst, src, n * sizeof(double));
+}
 
 int ceil_div(int a, int b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 
@@ -185,7 +187,8 @@ Mgrit::Mgrit(Propagator& prop, int n_steps, MgritOptions opts, Comm* comm, Parti
     const int fend = std::max(v.fbeg, ceil_div(je - 1, m));
     const std::size_t n_own = static_cast<std::size_t>(je - jb);
     const std::size_t n_c = static_cast<std::size_t>(cend - v.cbeg);
-    v.u.assign(((l == 0 && cpoints_only_) ? n_c : n_own) * ss_, 0.0);
+    // Coarse points are finest-level C-points: they live in level 0's storage.
+    if (l == 0) v.u.assign((cpoints_only_ ? n_c : n_own) * ss_, 0.0);
     v.ghost.assign(ss_, 0.0);
     if (l == 0 && cpoints_only_) v.tail.assign(ss_, 0.0);
     if (l > 0) {
@@ -201,6 +204,9 @@ double* Mgrit::point(int level, int j) {
   Level& v = lv_[level];
   if (j == v.own.begin - 1) return v.ghost.data();
   LP_CHECK(j >= v.own.begin && j < v.own.end, "point " << j << " of level " << level << " is not owned here");
+  // Point j of a coarse level is finest point j * stride: the same memory, so
+  // restriction's injection and the FAS correction move no data.
+  if (level > 0) return point(0, j * hier_.stride(level));
   if (level == 0 && cpoints_only_) {
     const int m = hier_.cfactor(0);
     LP_CHECK(j % m == 0, "F-point " << j << " of the finest level is not stored (store = cpoints)");
@@ -554,19 +560,18 @@ void Mgrit::restrict_fas(int level) {
       copy_state(ss, point(level, 0), rhs_at(cl, 0));
     }
     auto one = [&](int j) -> long long {
-      const double* uf = point(level, j * m);
+      // v_j = u_jm is the same memory as the fine C-point: nothing to inject.
       const double* ufprev = j - 1 == jb - 1 ? c.ghost.data() : point(level, (j - 1) * m);
-      double* v = point(cl, j);
       double* g = rhs_at(cl, j);
       prop_.step(cl, hier_.fine_index(cl, j - 1), hier_.fine_index(cl, j), ufprev, g);  // g = P
       if (coarsest ? j == 1 : (j - 1) % mc == 0) copy_state(ss, g, first_at(cl, (j - 1) / mc));
       const double* p = pred_at(level, j);
       const double* gf = level > 0 ? rhs_at(level, j * m) : nullptr;
-      for (std::size_t k = 0; k < ss; ++k) {
-        const double r = (gf ? gf[k] : 0.0) + p[k] - uf[k];
-        g[k] = uf[k] - g[k] + r;
-        v[k] = uf[k];
-      }
+      // g = v - P^c + r with r = g_f + P - v: v cancels.
+      if (gf)
+        for (std::size_t k = 0; k < ss; ++k) g[k] = gf[k] + p[k] - g[k];
+      else
+        for (std::size_t k = 0; k < ss; ++k) g[k] = p[k] - g[k];
       return 1;
     };
     // Points that need nothing from the left first, then the first owned one.
@@ -605,19 +610,10 @@ void Mgrit::restrict_skip(int level) {
   c.first_valid = false;
 }
 
-// u_jm <- v_j (FAS correction with injection), C-points only.
-void Mgrit::correct(int level) {
-  const Level& c = lv_[level + 1];
-  const int m = hier_.cfactor(level);
-  const std::size_t ss = ss_;
-  const int jb = std::max(static_cast<int>(c.own.begin), 1);
-  parallel(static_cast<int>(c.own.end) - jb, [&](int k) -> long long {
-    const int j = jb + k;
-    copy_state(ss, point(level + 1, j), point(level, j * m));
-    return 0;
-  });
-  mark_changed(level);
-}
+// u_jm <- v_j (FAS correction with injection): the coarse points are the
+// finest C-points' memory, so the correction has happened already; the level's
+// F-points and predictions are now stale.
+void Mgrit::correct(int level) { mark_changed(level); }
 
 // Exact forward substitution on the coarsest level: N_L steps, minus the first
 // one when the FAS rhs computation already produced Phi(v_0). A pipeline over
@@ -698,6 +694,7 @@ double Mgrit::residual_norm_from_pred() {
   // Summed in C-point order: the result does not depend on the thread count.
   double s = 0.0;
   for (double x : sq) s += x;
+  if (deferring_) return s;  // this process's sum of squares; finish_norms() reduces
   comm_->allreduce_sum(&s, 1);
   return std::sqrt(s);
 }
@@ -770,14 +767,26 @@ void Mgrit::begin_call() {
   history_.push_back(norms_ ? residual_norm_from_pred() : kNaN);
 }
 
-void Mgrit::iterate(int k) {
+void Mgrit::iterate(int k, bool defer_norms) {
   LP_REQUIRE(k >= 0, "Mgrit::iterate: number of cycles must be >= 0, got " << k);
+  LP_REQUIRE(!norms_pending_, "Mgrit::iterate: finish_norms() of the previous deferred call is missing");
   norms_ = opts_.compute_residuals;
+  deferring_ = defer_norms && norms_;
   begin_call();
   for (int i = 0; i < k; ++i) run_cycle();
+  norms_pending_ = deferring_;
+  deferring_ = false;
+}
+
+void Mgrit::finish_norms(const double* reduced) {
+  LP_REQUIRE(norms_pending_, "Mgrit::finish_norms: no deferred residual norms are pending");
+  for (std::size_t i = 0; i < history_.size(); ++i)
+    history_[i] = std::isnan(history_[i]) ? history_[i] : std::sqrt(std::max(0.0, reduced[i]));
+  norms_pending_ = false;
 }
 
 bool Mgrit::solve() {
+  LP_REQUIRE(!norms_pending_, "Mgrit::solve: finish_norms() of the previous deferred call is missing");
   norms_ = true;
   begin_call();
   const double first = history_[0];

@@ -89,13 +89,13 @@ void ResNetMgrit::set_relative_tolerance(double rel_tol) {
 }
 
 namespace {
-SolveReport run(Mgrit& solver, int budget) {
+SolveReport run(Mgrit& solver, int budget, bool defer) {
   const long long before = solver.total_steps();
   SolveReport r;
   if (budget < 0) {
     r.converged = solver.solve();
   } else {
-    solver.iterate(budget);
+    solver.iterate(budget, defer);
   }
   r.residuals = solver.residual_history();
   r.cycles = solver.iterations();
@@ -126,30 +126,58 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   fprop_.set_theta(theta);
   forward_.set_initial(u0_.data());
   if (!started_) forward_.reset();
-  if (rel_tol_ > 0.0) {
+  // Fixed budgets need no tolerance, and their residual reductions are deferred
+  // to one reduction at the end of the evaluation: no synchronisation between
+  // the processes inside an evaluation other than the neighbour messages.
+  const bool defer = nprocs_ > 1;
+  if (rel_tol_ > 0.0 && forward_budget < 0) {
     double nrm = first ? fprop_.norm(u0_.data()) : 0.0;
     if (nprocs_ > 1) comm_->bcast(&nrm, 1, 0);
     forward_.set_tolerances(rel_tol_ * nrm, 0.0);
   }
-  out.forward = run(forward_, forward_budget);
+  out.forward = run(forward_, forward_budget, defer);
   for (int n = a; n <= b; ++n) states_[n] = forward_.state(n);
 
   const double scale = 1.0 / s;
   if (grad) std::fill(grad, grad + net_.param_size(), 0.0);
-  double sums[2] = {0.0, 0.0};  // loss, correct
+  double sums[2] = {0.0, 0.0};  // loss, correct (this process's part)
   if (last) {
     std::int64_t correct = 0;
     sums[0] = net_.classifier(theta, states_[N], labels, s, scale, &correct, grad ? lamN_.data() : nullptr, grad);
     sums[1] = static_cast<double>(correct);
   }
-  if (nprocs_ > 1) comm_->allreduce_sum(sums, 2);
-  out.eval.loss = sums[0] / s;
-  out.eval.correct = static_cast<std::int64_t>(std::llround(sums[1]));
-  // Distributed, each process holds only its parameters: the caller adds the
-  // regularisers per shard (layerparallel.parallel.LayerShard).
-  out.eval.regularization = nprocs_ > 1 ? 0.0 : net_.regularization(theta, reg, grad);
-  out.eval.objective = out.eval.loss + out.eval.regularization;
+  // One reduction at the end: the residual sums of the deferred solves, then loss and hits.
+  auto finish = [&]() {
+    std::vector<double> buf;
+    const bool fdef = forward_budget >= 0 && defer && forward_.options().compute_residuals;
+    const bool adef = grad && adjoint_budget >= 0 && defer && adjoint_.options().compute_residuals;
+    if (fdef) buf.insert(buf.end(), forward_.residual_history().begin(), forward_.residual_history().end());
+    if (adef) buf.insert(buf.end(), adjoint_.residual_history().begin(), adjoint_.residual_history().end());
+    buf.push_back(sums[0]);
+    buf.push_back(sums[1]);
+    for (double& x : buf)
+      if (std::isnan(x)) x = 0.0;  // entries not computed stay NaN in the histories
+    if (nprocs_ > 1) comm_->allreduce_sum(buf.data(), buf.size());
+    std::size_t k = 0;
+    if (fdef) {
+      forward_.finish_norms(buf.data());
+      out.forward.residuals = forward_.residual_history();
+      k += out.forward.residuals.size();
+    }
+    if (adef) {
+      adjoint_.finish_norms(buf.data() + k);
+      out.adjoint.residuals = adjoint_.residual_history();
+      k += out.adjoint.residuals.size();
+    }
+    out.eval.loss = buf[k] / s;
+    out.eval.correct = static_cast<std::int64_t>(std::llround(buf[k + 1]));
+    // Distributed, each process holds only its parameters: the caller adds the
+    // regularisers per shard (layerparallel.parallel.LayerShard).
+    out.eval.regularization = nprocs_ > 1 ? 0.0 : net_.regularization(theta, reg, grad);
+    out.eval.objective = out.eval.loss + out.eval.regularization;
+  };
   if (!grad) {
+    finish();
     started_ = true;
     return out;
   }
@@ -165,12 +193,12 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   if (!started_ && nprocs_ > 1) comm_->bcast(lamN_.data(), lamN_.size(), nprocs_ - 1);
   adjoint_.set_initial(lamN_.data());
   if (!started_) adjoint_.reset();
-  if (rel_tol_ > 0.0) {
+  if (rel_tol_ > 0.0 && adjoint_budget < 0) {
     double nrm = last ? aprop_.norm(lamN_.data()) : 0.0;
     if (nprocs_ > 1) comm_->bcast(&nrm, 1, nprocs_ - 1);
     adjoint_.set_tolerances(rel_tol_ * nrm, 0.0);
   }
-  out.adjoint = run(adjoint_, adjoint_budget);
+  out.adjoint = run(adjoint_, adjoint_budget, defer);
   started_ = true;
 
   // Parameter gradients on the finest level only: layer n needs u_n and
@@ -182,6 +210,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   for (int n = a; n < b; ++n)
     net_.layer_gradient(theta, n, states_[n], lam[n - a], s, grad, h, derivs_.data() + static_cast<std::size_t>(n - a) * sz);
   if (first) net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
+  finish();
   return out;
 }
 

@@ -204,3 +204,31 @@ TEST(MgritDistributed, NoResidualReductionsWhenSkipped) {
     for (double x : h) EXPECT_TRUE(std::isnan(x));
   }
 }
+
+TEST(MgritDistributed, DeferredResidualReductionMatchesImmediate) {
+  const int N = 30, P = 3;
+  lptest::ThreadWorld world(P);
+  const MgritOptions o = options(Case{N, P, 2, "FCF", "V", "all"});
+  std::vector<std::vector<double>> now(P), later(P);
+  lptest::run_ranks(P, [&](int rank) {
+    VecProp pa(0.1), pb(0.1);
+    lptest::ThreadComm comm(world, rank);
+    Mgrit a(pa, N, o, &comm, Partition::contiguous(N, P));
+    Mgrit b(pb, N, o, &comm, Partition::contiguous(N, P, false, 50));
+    const double u0[3] = {0.5, -0.3, 0.8};
+    a.set_initial(u0);
+    b.set_initial(u0);
+    a.iterate(3);
+    b.iterate(3, true);
+    std::vector<double> sums = b.residual_history();  // local sums of squares
+    EXPECT_THROW(b.iterate(1), std::invalid_argument);  // the reduction is still pending
+    comm.allreduce_sum(sums.data(), sums.size());
+    b.finish_norms(sums.data());
+    now[rank] = a.residual_history();
+    later[rank] = b.residual_history();
+  });
+  for (int r = 0; r < P; ++r) {
+    ASSERT_EQ(now[r].size(), later[r].size());
+    for (std::size_t k = 0; k < now[r].size(); ++k) EXPECT_NEAR(later[r][k], now[r][k], 1e-14 * now[r][0]);
+  }
+}

@@ -166,7 +166,15 @@ class Mgrit {
   /// residual_history()[0] and that the first cycle reuses; nothing cached
   /// from earlier calls is trusted, so the propagator may change between calls
   /// (e.g. new weights in one-shot training).
-  void iterate(int k);
+  void iterate(int k) { iterate(k, false); }
+  /// iterate(k) that leaves the residual reductions to the caller: afterwards
+  /// residual_history() holds this process's sums of squares (NaN where not
+  /// computed) until finish_norms(reduced) receives their all-reduced values, so
+  /// a caller can fold them into one reduction with others (no synchronisation
+  /// between processes inside the call).
+  void iterate(int k, bool defer_norms);
+  /// See iterate(k, true): `reduced` holds residual_history().size() summed values.
+  void finish_norms(const double* reduced);
   /// Like iterate(), but runs cycles until the residual is <= tol, <= rtol *
   /// first residual, or exactly 0 (returns true), or max_iter cycles were run
   /// or the residual is not finite (returns false). Checks history[0] first,
@@ -291,6 +299,8 @@ class Mgrit {
   bool guess_default_ = false;   // the iterate is the untouched default guess
   bool skipping_ = false;        // inside the skipped first down-cycle
   bool norms_ = true;            // this call computes residual norms
+  bool deferring_ = false;       // residual sums stay local in this call
+  bool norms_pending_ = false;   // history_ holds local sums until finish_norms()
 };
 
 }  // namespace layerparallel
