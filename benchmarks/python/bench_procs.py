@@ -88,7 +88,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run(procs: int, threads: int, repeats: int, iterations: int) -> dict:
     exe = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
-    cmd = [exe, "-n", str(procs), sys.executable, str(Path(__file__).resolve()), "--worker", "--threads",
+    cmd = [exe, "--bind-to", "none", "-n", str(procs), sys.executable, str(Path(__file__).resolve()), "--worker", "--threads",
            str(threads), "--repeats", str(repeats), "--iterations", str(iterations)]
     r = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:

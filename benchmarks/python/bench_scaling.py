@@ -285,7 +285,7 @@ def main() -> None:
     a.add_argument("--workdir", default="build/scaling")
     a.add_argument("--reuse", action="store_true", help="reuse run files already in --workdir")
     a.add_argument("--set", nargs="*", default=[], help="config overrides for the MGRIT modes, e.g. mgrit.cfactor=8")
-    a.add_argument("--plot", default=str(HERE.parent / "scaling.png"))
+    a.add_argument("--plot", default=str(HERE.parent / "scaling.png"), help="where to write the plot")
     args = p.parse_args()
     {"run": cmd_run, "pingpong": cmd_pingpong, "all": cmd_all}[args.cmd](args)
 

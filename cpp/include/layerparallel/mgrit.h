@@ -239,7 +239,8 @@ class Mgrit {
     int left = -1, right = -1;  // Comm ranks of the nearest owners before / after (-1: none)
     int cbeg = 0;               // first owned C-point index (C-point c is level point c m)
     int fbeg = 0;               // first F-interval c whose point c m + 1 is owned
-    std::vector<double> u;      // owned point values (level 0 with store=cpoints: C-points only)
+    std::vector<double> u;      // level 0 only: owned point values (store=cpoints: C-points only);
+                                // coarse points are finest C-points and live there too
     std::vector<double> ghost;  // the value of point own.begin - 1 (owned by `left`)
     std::vector<double> tail;   // last owned F-point when F-points are not stored
     std::vector<double> g;      // right-hand side at owned points (levels >= 1)
