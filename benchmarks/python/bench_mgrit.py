@@ -50,7 +50,15 @@ def cost_rows(repeats, data):
     X, y = data.train_x, data.train_y
     _core.set_num_threads(1)
     t_serial = median_seconds(lambda: model.evaluate(X, y), repeats)
-    t_fwd = median_seconds(lambda: model.core.forward_states(model.theta, X), repeats)
+    # The serial forward sweep as the engine runs it on one level: the same opening,
+    # classifier and reused buffers as the MGRIT forward-only evaluation it is compared
+    # with (forward_states allocates its output on every call, which made the ratio
+    # swing between runs).
+    one = options(2, "F", 10, max_levels=1)
+    serial_fwd = _core.ResNetMgrit(model.core, X.shape[0], one, one)
+    r0 = model.regularization
+    t_fwd = median_seconds(lambda: serial_fwd.evaluate(model.theta, X, y, r0.tikhonov, r0.classifier, r0.ddt, -1, -1,
+                                                       False), repeats)
     N = model.layers
     for cf, relax, mc in ((2, "F,FCF", 10), (4, "F,FCF", 10), (4, "F", 2), (2, "F,FCF", 2)):
         opts = options(cf, relax, mc)
