@@ -682,20 +682,25 @@ double Mgrit::residual_norm_from_pred() {
   const int m = hier_.cfactor(0);
   const int cb = std::max(f.cbeg, 1);
   const int ce = ceil_div(static_cast<int>(f.own.end), m);
-  const std::size_t ss = ss_;
-  std::vector<double> sq(static_cast<std::size_t>(std::max(0, ce - cb)), 0.0);
+  const int nc = hier_.n_cpoints(0);
+  // One slot per C-point c >= 1 (the owned ones filled here): summed in C-point
+  // order after an exact all-reduce of disjoint slots, the norm has the same
+  // rounding on any number of processes and threads.
+  std::vector<double> sq(static_cast<std::size_t>(nc - 1), 0.0);
   parallel(ce - cb, [&](int k) -> long long {
     const int c = cb + k;
     const double nr = prop_.norm_diff(pred_at(0, c), point(0, c * m));
-    sq[k] = nr * nr;
-    (void)ss;
+    sq[static_cast<std::size_t>(c - 1)] = nr * nr;
     return 0;
   });
-  // Summed in C-point order: the result does not depend on the thread count.
+  if (deferring_) {  // finish_norms() reduces and sums them
+    pending_.insert(pending_.end(), sq.begin(), sq.end());
+    return -1.0;
+  }
+  if (!part_.empty()) comm_->allreduce_sum(sq.data(), sq.size());
   double s = 0.0;
   for (double x : sq) s += x;
-  if (deferring_) return s;  // this process's sum of squares; finish_norms() reduces
-  comm_->allreduce_sum(&s, 1);
+  if (part_.empty()) comm_->allreduce_sum(&s, 1);  // copies over other data (data-parallel sums)
   return std::sqrt(s);
 }
 
@@ -772,6 +777,7 @@ void Mgrit::iterate(int k, bool defer_norms) {
   LP_REQUIRE(!norms_pending_, "Mgrit::iterate: finish_norms() of the previous deferred call is missing");
   norms_ = opts_.compute_residuals;
   deferring_ = defer_norms && norms_;
+  pending_.clear();
   begin_call();
   for (int i = 0; i < k; ++i) run_cycle();
   norms_pending_ = deferring_;
@@ -780,8 +786,16 @@ void Mgrit::iterate(int k, bool defer_norms) {
 
 void Mgrit::finish_norms(const double* reduced) {
   LP_REQUIRE(norms_pending_, "Mgrit::finish_norms: no deferred residual norms are pending");
-  for (std::size_t i = 0; i < history_.size(); ++i)
-    history_[i] = std::isnan(history_[i]) ? history_[i] : std::sqrt(std::max(0.0, reduced[i]));
+  const std::size_t per = static_cast<std::size_t>(hier_.n_cpoints(0) - 1);
+  std::size_t k = 0;
+  for (double& h : history_) {
+    if (!(h < 0.0)) continue;  // NaN: not computed
+    double s = 0.0;
+    for (std::size_t i = 0; i < per; ++i) s += reduced[k + i];
+    k += per;
+    h = std::sqrt(s);
+  }
+  pending_.clear();
   norms_pending_ = false;
 }
 

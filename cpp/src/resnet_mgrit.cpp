@@ -151,23 +151,20 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
     std::vector<double> buf;
     const bool fdef = forward_budget >= 0 && defer && forward_.options().compute_residuals;
     const bool adef = grad && adjoint_budget >= 0 && defer && adjoint_.options().compute_residuals;
-    if (fdef) buf.insert(buf.end(), forward_.residual_history().begin(), forward_.residual_history().end());
-    if (adef) buf.insert(buf.end(), adjoint_.residual_history().begin(), adjoint_.residual_history().end());
+    if (fdef) buf.insert(buf.end(), forward_.pending_norm_slots().begin(), forward_.pending_norm_slots().end());
+    const std::size_t nf = buf.size();
+    if (adef) buf.insert(buf.end(), adjoint_.pending_norm_slots().begin(), adjoint_.pending_norm_slots().end());
+    const std::size_t k = buf.size();
     buf.push_back(sums[0]);
     buf.push_back(sums[1]);
-    for (double& x : buf)
-      if (std::isnan(x)) x = 0.0;  // entries not computed stay NaN in the histories
     if (nprocs_ > 1) comm_->allreduce_sum(buf.data(), buf.size());
-    std::size_t k = 0;
     if (fdef) {
       forward_.finish_norms(buf.data());
       out.forward.residuals = forward_.residual_history();
-      k += out.forward.residuals.size();
     }
     if (adef) {
-      adjoint_.finish_norms(buf.data() + k);
+      adjoint_.finish_norms(buf.data() + nf);
       out.adjoint.residuals = adjoint_.residual_history();
-      k += out.adjoint.residuals.size();
     }
     out.eval.loss = buf[k] / s;
     out.eval.correct = static_cast<std::int64_t>(std::llround(buf[k + 1]));

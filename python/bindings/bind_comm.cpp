@@ -7,6 +7,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <map>
 
 #include "layerparallel/comm.h"
@@ -98,6 +99,42 @@ py::list trace_list(const std::vector<layerparallel::TraceEvent>& ev) {
 }  // namespace
 
 void bind_comm(py::module_& m) {
+  // Reproducible reductions (layerparallel.parallel.LayerShard): one compiled loop
+  // for every block, so the same values give the same bits on any split.
+  m.def(
+      "block_dots",
+      [](const py::array_t<double, py::array::c_style | py::array::forcecast>& a,
+         const py::array_t<double, py::array::c_style | py::array::forcecast>& b,
+         const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& bounds) {
+        if (a.ndim() != 1 || b.ndim() != 1 || a.size() != b.size())
+          throw py::value_error("block_dots needs two 1-D arrays of the same length");
+        const std::int64_t* bd = bounds.data();
+        const py::ssize_t nb = bounds.size() > 0 ? bounds.size() - 1 : 0;
+        py::array_t<double> out(nb);
+        double* o = out.mutable_data();
+        const double* x = a.data();
+        const double* y = b.data();
+        for (py::ssize_t i = 0; i < nb; ++i) {
+          if (bd[i] < 0 || bd[i] > bd[i + 1] || bd[i + 1] > a.size())
+            throw py::value_error("block_dots: bounds must be non-decreasing offsets into the arrays");
+          double acc = 0.0;
+          for (std::int64_t k = bd[i]; k < bd[i + 1]; ++k) acc += x[k] * y[k];
+          o[i] = acc;
+        }
+        return out;
+      },
+      py::arg("a"), py::arg("b"), py::arg("bounds"),
+      "out[i] = sum(a[k] * b[k] for k in bounds[i]..bounds[i+1]-1), each in one fixed order.");
+  m.def(
+      "ordered_sum",
+      [](const py::array_t<double, py::array::c_style | py::array::forcecast>& a) {
+        double acc = 0.0;
+        const double* x = a.data();
+        for (py::ssize_t k = 0; k < a.size(); ++k) acc += x[k];
+        return acc;
+      },
+      py::arg("values"), "Left-to-right sum (the same rounding wherever it runs).");
+
   py::class_<Comm, PyComm>(m, "Comm",
                            "Base class of the communicators the engine talks through. Subclasses implement "
                            "rank(), size(), barrier(), allreduce_sum(buf), bcast(buf, root), isend(buf, dest, "

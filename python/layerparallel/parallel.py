@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["SelfComm", "world", "local_processes", "ProcessGrid", "shard", "DataParallelSolver", "abort_on_error",
+__all__ = ["SelfComm", "world", "local_processes", "ProcessGrid", "shard", "abort_on_error",
            "CoreComm", "PyCoreComm", "comm_sum", "comm_exchange", "LayerShard", "LayerParallelSolver"]
 
 
@@ -145,58 +145,6 @@ def shard(n: int, parts: int, part: int) -> slice:
     base, extra = divmod(n, parts)
     begin = part * base + min(part, extra)
     return slice(begin, begin + base + (1 if part < extra else 0))
-
-
-class DataParallelSolver:
-    """Evaluates the objective on this process's share of the examples and sums over
-    the data communicator: the loss is the mean over *all* examples, the gradient
-    its exact gradient, the regulariser counted once. Wraps any gradient solver
-    (serial sweeps or MGRIT), which then sees only the local examples."""
-
-    def __init__(self, inner: Any, data_comm: Any):
-        self.inner = inner
-        self.comm = data_comm
-        self.model = inner.model
-        self._shards: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.columns = inner.columns
-
-    def _local(self, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # The same local arrays for the same batch, so that MGRIT warm starts apply.
-        hit = self._shards.get(id(features))
-        if hit is None or hit[0] is not features:
-            sl = shard(features.shape[0], self.comm.Get_size(), self.comm.Get_rank())
-            hit = (features, features[sl], labels[sl])
-            self._shards = {id(features): hit}
-        return hit[1], hit[2]
-
-    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> Any:
-        from .model import Evaluation
-
-        X, y = self._local(features, labels)
-        s_local, s_total = X.shape[0], features.shape[0]
-        model = self.model
-        if s_local:
-            ev = self.inner(theta, X, y, regularized=False)
-            loss_sum, correct, grad = ev.loss * s_local, ev.correct, ev.gradient * s_local
-        else:  # more processes than examples: this one contributes nothing
-            loss_sum, correct, grad = 0.0, 0, np.zeros_like(theta)
-        buf = np.concatenate([[loss_sum, float(correct)], grad])
-        total = np.empty_like(buf)
-        self.comm.Allreduce(buf, total)
-        reg, greg = model.regularization_terms(theta)
-        loss = total[0] / s_total
-        ev = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=total[1] / s_total,
-                        correct=int(round(total[1])), examples=s_total, gradient=total[2:] / s_total + greg)
-        self.inner.remember(ev, theta, features)
-        return ev
-
-    def monitor(self) -> Optional[str]:
-        """The safeguard's decision, made collectively so every process switches together."""
-        reasons = self.comm.allgather(self.inner.monitor())
-        return next((f"rank {r}: {why}" for r, why in enumerate(reasons) if why), None)
-
-    def __getattr__(self, name: str) -> Any:  # stats, cached(), tighten(), ... of the inner solver
-        return getattr(self.inner, name)
 
 
 @contextlib.contextmanager
@@ -378,46 +326,68 @@ def comm_exchange(comm: Any, first: np.ndarray, last: np.ndarray, tag: int) -> t
 
 class LayerShard:
     """Which entries of the flat parameter vector this process owns when the layers
-    are split over ``layer_comm``: its layers' blocks of every per-layer array
-    (``weights``, ``biases``), the opening on the first process and the classifier
-    on the last. Optimisers work on the owned entries (:meth:`local`); inner
-    products are summed over the layer processes (:meth:`dot`); the smoothness
-    regulariser exchanges one neighbouring layer with each side."""
+    are split over a layer communicator (a :class:`CoreComm`, or None for one
+    process): its layers' blocks of every per-layer array (``weights``,
+    ``biases``), the opening on the first process and the classifier on the last.
+    Optimisers work on the owned entries (:meth:`local`).
+
+    Reductions are reproducible: every inner product and the regulariser's value
+    are sums over fixed blocks (each named block, and each layer's row of a
+    per-layer array) in one fixed order. A process fills the slots of its blocks,
+    the slots are all-reduced (exactly: each slot has one non-zero contribution)
+    and summed left to right, so the result has the same rounding on any number of
+    processes, and training with the layers split is bit for bit training on one."""
 
     PER_LAYER = ("weights", "biases")
 
-    def __init__(self, model: Any, comm: Any):
+    def __init__(self, model: Any, comm: Any = None):
         self.model = model
-        self.comm = comm  # a CoreComm
-        P, r = comm.size(), comm.rank()
+        self.comm = comm  # a CoreComm, or None: one process
+        P, r = (comm.size(), comm.rank()) if comm is not None else (1, 0)
         N = model.layers
         if N < P:
             raise ValueError(f"the {N} layers cannot be split over parallel.layer_procs = {P} processes: "
                              "each needs at least one layer")
         sl = shard(N, P, r)
-        self.layers = (sl.start, sl.stop)
+        a, b = sl.start, sl.stop
+        self.layers = (a, b)
         self.first, self.last = r == 0, r == P - 1
-        idx, self.blocks = [], {}
-        pos = 0
+        idx: list[np.ndarray] = []
+        bounds, slots, hidden_slots, classifier_slots = [0], [], [], []
+        self.blocks: dict[str, tuple[int, int]] = {}
+        pos = slot = 0
         for name, off, shape in model._layout:
             n = int(np.prod(shape)) if shape else 1
             if name in self.PER_LAYER:
                 per = n // N
-                part = np.arange(off + sl.start * per, off + sl.stop * per)
                 self.blocks[name] = (pos, per)
-            elif name.startswith("opening"):
-                part = np.arange(off, off + n) if self.first else np.arange(0)
-            else:
-                part = np.arange(off, off + n) if self.last else np.arange(0)
-            idx.append(part)
-            pos += part.size
+                idx.append(np.arange(off + a * per, off + b * per))
+                for layer in range(a, b):
+                    bounds.append(bounds[-1] + per)
+                    slots.append(slot + layer)
+                hidden_slots.extend(range(slot, slot + N))
+                slot += N
+                pos += (b - a) * per
+                continue
+            owned = self.last if name.startswith("classifier") else self.first
+            (classifier_slots if name.startswith("classifier") else hidden_slots).append(slot)
+            if owned:
+                idx.append(np.arange(off, off + n))
+                bounds.append(bounds[-1] + n)
+                slots.append(slot)
+                pos += n
+            slot += 1
         self.index = np.concatenate(idx).astype(np.int64)
-        self.classifier_mask = np.zeros(self.index.size, dtype=bool)
-        for name, off, shape in model._layout:
-            n = int(np.prod(shape)) if shape else 1
-            if name.startswith("classifier"):
-                self.classifier_mask |= (self.index >= off) & (self.index < off + n)
         self.size = int(self.index.size)
+        self._bounds = np.asarray(bounds, dtype=np.int64)
+        self._slots = np.asarray(slots, dtype=np.int64)
+        self.n_slots = slot
+        self._hidden = np.isin(self._slots, hidden_slots)
+        self._classifier = np.isin(self._slots, classifier_slots)
+        # Entries of the classifier blocks (for the classifier's Tikhonov gradient).
+        self.classifier_mask = np.zeros(self.size, dtype=bool)
+        for k in np.flatnonzero(self._classifier):
+            self.classifier_mask[self._bounds[k]:self._bounds[k + 1]] = True
 
     def local(self, theta: np.ndarray) -> np.ndarray:
         """The owned entries of a full parameter vector."""
@@ -430,71 +400,97 @@ class LayerShard:
         """The full parameter vector on every layer process (for files and plots)."""
         full = np.zeros(self.model.size)
         full[self.index] = local
-        return comm_sum(self.comm, full)
+        return comm_sum(self.comm, full) if self.comm is not None else full
+
+    def _reduce(self, slot_values: np.ndarray) -> float:
+        """Left-to-right sum of slot values after an exact all-reduce of the slots."""
+        if self.comm is not None and self.comm.size() > 1:
+            self.comm.allreduce_sum(slot_values)
+        return float(_core.ordered_sum(slot_values))
+
+    def _slot_vector(self, partial: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.n_slots)
+        out[self._slots] = partial
+        return out
 
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
-        """Inner product of two distributed vectors (an all-reduce of the local sums)."""
-        return float(comm_sum(self.comm, [np.dot(a, b)])[0])
+        """Inner product of two distributed vectors, with the same rounding on any split."""
+        return self._reduce(self._slot_vector(_core.block_dots(a, b, self._bounds)))
 
     def regularization(self, local: np.ndarray) -> tuple[float, np.ndarray]:
         """(value, gradient of the owned entries) of the regularisers: Tikhonov on the
         opening and the hidden layers, the classifier term, and the smoothness term
         (g/2) sum_n |(theta_n - theta_{n-1}) / h|^2 with term n counted by the owner of
-        layer n. Same formulas as the compiled network's."""
+        layer n (one neighbouring layer is exchanged with each side). The value is a
+        sum of per-block slots, reproducible like :meth:`dot`."""
         r = self.model.regularization
         grad = np.zeros_like(local)
-        value = 0.0
+        sq = _core.block_dots(local, local, self._bounds)
+        tik = np.where(self._hidden, 0.5 * r.tikhonov * sq, 0.0) if r.tikhonov > 0 else np.zeros_like(sq)
+        cls = np.where(self._classifier, 0.5 * r.classifier * sq, 0.0) if r.classifier > 0 else np.zeros_like(sq)
+        values = [self._slot_vector(tik), self._slot_vector(cls)]
         hidden = ~self.classifier_mask
         if r.tikhonov > 0:
-            value += 0.5 * r.tikhonov * float(np.dot(local[hidden], local[hidden]))
             grad[hidden] += r.tikhonov * local[hidden]
         if r.classifier > 0:
             c = self.classifier_mask
-            value += 0.5 * r.classifier * float(np.dot(local[c], local[c]))
             grad[c] += r.classifier * local[c]
         N = self.model.layers
         if r.ddt > 0 and N > 1:
-            g = r.ddt / self.model.h ** 2
+            h = self.model.h
+            g = r.ddt / (h * h)
             a, b = self.layers
             for k, name in enumerate(self.PER_LAYER):
                 pos, per = self.blocks[name]
                 blk = local[pos:pos + (b - a) * per].reshape(b - a, per)
-                left, right = comm_exchange(self.comm, blk[0], blk[-1], tag=1000 + 2 * k)
+                if self.comm is not None and self.comm.size() > 1:
+                    left, right = comm_exchange(self.comm, blk[0], blk[-1], tag=1000 + 2 * k)
+                else:
+                    left = right = None
                 ext = np.vstack([x for x in (left, blk, right) if x is not None])
                 d = np.diff(ext, axis=0)
                 off = 1 if left is not None else 0
                 ns = np.arange(a, b)
                 prev = ns[ns >= 1]           # layers with a term theta_n - theta_{n-1}
                 nxt = ns[ns + 1 <= N - 1]    # layers with a term theta_{n+1} - theta_n
-                d_prev = d[prev - 1 - a + off]
-                value += 0.5 * g * float(np.sum(d_prev * d_prev))
+                d_prev = np.ascontiguousarray(d[prev - 1 - a + off]).reshape(-1)
+                term = np.zeros(N)           # slot n: (g/2) |theta_n - theta_{n-1}|^2
+                term[prev] = 0.5 * g * _core.block_dots(d_prev, d_prev, np.arange(prev.size + 1) * per)
+                values.append(term)
                 gb = grad[pos:pos + (b - a) * per].reshape(b - a, per)
-                gb[prev - a] += g * d_prev
+                gb[prev - a] += g * d[prev - 1 - a + off]
                 gb[nxt - a] -= g * d[nxt - a + off]
-        return value, grad
+        slots = np.concatenate(values)
+        return self._reduce(slots), grad
 
 
 class LayerParallelSolver:
-    """Layers split over ``grid.layer_comm`` and examples over ``grid.data_comm``.
+    """The gradient solver of training: layers split over ``grid.layer_comm`` and
+    examples over ``grid.data_comm`` (``grid = None``: one process).
 
-    Wraps an :class:`layerparallel.train.MgritSolver` whose engine is distributed
-    over the layer processes. Parameters and gradients are the owned entries
-    (:class:`LayerShard`); the loss and accuracy are summed in the engine over the
-    layer processes and here over the data processes; the regulariser is
-    computed per shard with one neighbour exchange."""
+    Wraps a gradient solver (serial sweeps, the serial pipeline or MGRIT; with
+    split layers its engine is distributed over the layer processes). Parameters
+    and gradients are the owned entries (:class:`LayerShard`); the loss and
+    accuracy are summed in the engine over the layer processes and here over the
+    data processes; the regulariser is computed per shard. One process goes
+    through the same code, so that splitting the layers changes no bit of the
+    training (splitting the examples changes the order of the loss sums)."""
 
-    def __init__(self, inner: Any, grid: ProcessGrid, core_comm: Any):
+    def __init__(self, inner: Any, grid: Optional[ProcessGrid] = None, core_comm: Any = None):
         self.inner = inner
         self.model = inner.model
         self.grid = grid
-        self.comm = core_comm
-        self.shard = LayerShard(self.model, core_comm)
-        self.data_comm = grid.data_comm
+        self.comm = core_comm if core_comm is not None and core_comm.size() > 1 else None
+        self.shard = LayerShard(self.model, self.comm)
+        self.data_comm = grid.data_comm if grid is not None else SelfComm()
         self.columns = inner.columns
         self._full = np.zeros(self.model.size)
         self._shards: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._val: dict[int, Any] = {}
-        self._plan_foreign_layers()
+        self._sends: list[tuple[int, int]] = []
+        self._recvs: list[tuple[int, int]] = []
+        if self.comm is not None:
+            self._plan_foreign_layers()
 
     def _plan_foreign_layers(self) -> None:
         """Which layers' parameters go to which process before every evaluation (the
@@ -519,12 +515,10 @@ class LayerParallelSolver:
         width = sum(per for _, per in self._rows)
         bufs = [np.empty(width) for _ in self._recvs]
         reqs = [self.comm.irecv(buf, src, 1990) for buf, (src, _) in zip(bufs, self._recvs)]
-        out = []
         for dest, n in self._sends:
             row = np.concatenate([local[self.shard.blocks[name][0] + (n - a) * per:
                                         self.shard.blocks[name][0] + (n - a + 1) * per]
                                   for name, (_, per) in zip(LayerShard.PER_LAYER, self._rows)])
-            out.append(row)
             reqs.append(self.comm.isend(row, dest, 1990))
         for r in reqs:
             self.comm.wait(r)
@@ -535,6 +529,8 @@ class LayerParallelSolver:
                 k += per
 
     def _local_examples(self, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.data_comm.Get_size() == 1:
+            return features, labels
         hit = self._shards.get(id(features))
         if hit is None or hit[0] is not features:
             sl = shard(features.shape[0], self.data_comm.Get_size(), self.data_comm.Get_rank())
@@ -548,54 +544,65 @@ class LayerParallelSolver:
         self.shard.scatter(local, self._full)
         return self._full
 
+    def _sum_over_data(self, buf: np.ndarray) -> np.ndarray:
+        if self.data_comm.Get_size() == 1:
+            return buf
+        total = np.empty_like(buf)
+        self.data_comm.Allreduce(buf, total)
+        return total
+
     def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> Any:
         from .model import Evaluation
 
         X, y = self._local_examples(features, labels)
         s_local, s_total = X.shape[0], features.shape[0]
-        if s_local == 0:
+        if s_local == 0 and self.comm is not None:
             raise ValueError(f"{s_total} examples cannot be split over parallel.data_procs = "
                              f"{self.data_comm.Get_size()} processes when the layers are split too")
-        full = self.full(theta)
-        self._fetch_foreign(theta)
-        ev = self.inner(full, X, y, regularized=False)
-        grad = ev.gradient[self.shard.index] * s_local
-        buf = np.concatenate([[ev.loss * s_local, float(ev.correct)], grad])
-        if self.data_comm.Get_size() > 1:
-            total = np.empty_like(buf)
-            self.data_comm.Allreduce(buf, total)
-        else:
-            total = buf
+        if s_local:
+            full = self.full(theta)
+            self._fetch_foreign(theta)
+            ev = self.inner(full, X, y, regularized=False)
+            loss, correct, grad = ev.loss, float(ev.correct), ev.gradient[self.shard.index]
+        else:  # more data processes than examples: this one contributes nothing
+            loss, correct, grad = 0.0, 0.0, np.zeros(self.shard.size)
+        if self.data_comm.Get_size() > 1:  # mean over all examples: weight each share by its size
+            total = self._sum_over_data(np.concatenate([[loss * s_local, correct], grad * s_local]))
+            loss, correct, grad = total[0] / s_total, total[1], total[2:] / s_total
         reg, greg = self.shard.regularization(theta)
-        reg = float(comm_sum(self.comm, [reg])[0])
-        loss = total[0] / s_total
-        out = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=total[1] / s_total,
-                         correct=int(round(total[1])), examples=s_total, gradient=total[2:] / s_total + greg)
+        out = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=correct / s_total,
+                         correct=int(round(correct)), examples=s_total, gradient=grad + greg)
         self.inner.remember(out, theta, features)
         self.evaluations = self.inner.evaluations
         return out
 
     def validate(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        """(mean loss, accuracy) without gradient: a forward pipeline over the layer processes."""
-        from . import _core
-
+        """(mean loss, accuracy) without gradient: with split layers a forward pipeline
+        over the layer processes, else the serial forward sweep."""
         X, y = self._local_examples(features, labels)
         s = X.shape[0]
-        solver = self._val.get(s)
-        if solver is None:
-            one = {"max_levels": 1, "threads": self.inner.options["threads"]}
-            solver = _core.ResNetMgrit(self.model.core, s, one, one, self.comm)
-            self._val[s] = solver
-        d = solver.evaluate(self.full(theta), X, y, 0.0, 0.0, 0.0, -1, -1, False)
-        buf = np.array([d["loss"] * s, float(d["correct"])])
-        if self.data_comm.Get_size() > 1:
-            total = np.empty_like(buf)
-            self.data_comm.Allreduce(buf, total)
+        if s == 0:
+            loss_sum, correct = 0.0, 0.0
+        elif self.comm is None:
+            ev = self.model.evaluate(X, y, theta=self.full(theta), gradient=False, regularized=False)
+            loss_sum, correct = ev.loss * s, float(ev.correct)
         else:
-            total = buf
+            solver = self._val.get(s)
+            if solver is None:
+                one = {"max_levels": 1, "threads": self.inner.options["threads"]}
+                solver = _core.ResNetMgrit(self.model.core, s, one, one, self.comm)
+                self._val[s] = solver
+            d = solver.evaluate(self.full(theta), X, y, 0.0, 0.0, 0.0, -1, -1, False)
+            loss_sum, correct = d["loss"] * s, float(d["correct"])
+        if self.data_comm.Get_size() == 1:
+            return float(loss_sum / s), float(correct / s)
+        total = self._sum_over_data(np.array([loss_sum, correct]))
         return float(total[0] / features.shape[0]), float(total[1] / features.shape[0])
 
     def monitor(self) -> Optional[str]:
+        """The safeguard's decision, made collectively so every process switches together."""
+        if self.grid is None or self.grid.size == 1:
+            return self.inner.monitor()
         reasons = self.grid.comm.allgather(self.inner.monitor())
         return next((f"rank {r}: {why}" for r, why in enumerate(reasons) if why), None)
 

@@ -309,26 +309,18 @@ def train(model: Network, data: Dataset, cfg: Any,
     if threads:
         _core.set_num_threads(threads)
     opt_cfg = cfg.optimizer
+    from .parallel import CoreComm, LayerParallelSolver
+
     layered = grid is not None and grid.layer_procs > 1
-    shard = None
-    if layered:
-        from .parallel import CoreComm, LayerParallelSolver
-
-        core_comm = CoreComm(grid.layer_comm)
-        solver = solver or make_solver(cfg, model, comm=core_comm)
-    solver = solver or make_solver(cfg, model)
+    core_comm = CoreComm(grid.layer_comm) if layered else None
+    solver = solver or make_solver(cfg, model, comm=core_comm)
     guarded = isinstance(solver, MgritSolver) and solver.mode == "simultaneous" and cfg.mgrit.safeguard
-    if layered:
-        solver = LayerParallelSolver(solver, grid, core_comm)
-        shard = solver.shard
-        optimizer = make_optimizer(opt_cfg, dot=shard.dot)
-    else:
-        optimizer = make_optimizer(opt_cfg)
-    dot = shard.dot if shard is not None else (lambda a, b: float(np.dot(a, b)))
-    if grid is not None and grid.data_procs > 1 and not layered:
-        from .parallel import DataParallelSolver
-
-        solver = DataParallelSolver(solver, grid.data_comm)
+    # Every run (one process too) goes through the same parameter shard, regulariser
+    # and inner products, so that splitting the layers changes no bit of training.
+    solver = LayerParallelSolver(solver, grid, core_comm)
+    shard = solver.shard
+    optimizer = make_optimizer(opt_cfg, dot=shard.dot)
+    dot = shard.dot
     # Examples as rows once (image batches flattened as views), so that the MGRIT
     # warm starts recognise the same data from call to call.
     X, y = as_matrix(data.train_x), data.train_y
@@ -353,16 +345,12 @@ def train(model: Network, data: Dataset, cfg: Any,
 
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    theta = shard.local(model.theta) if shard is not None else model.theta.copy()
+    theta = shard.local(model.theta)
     ev = solver(theta, X, y)
     f, g = ev.objective, ev.gradient
 
     def log(it: int, step: float, ev_train: Evaluation, grad: np.ndarray) -> dict[str, float]:
-        if layered:
-            val_loss, val_acc = solver.validate(theta, val_x, data.val_y)
-        else:
-            val = model.evaluate(val_x, data.val_y, theta=theta, gradient=False, regularized=False)
-            val_loss, val_acc = val.loss, val.accuracy
+        val_loss, val_acc = solver.validate(theta, val_x, data.val_y)
         row = {"iteration": it, "objective": ev_train.objective, "train_loss": ev_train.loss,
                "train_accuracy": ev_train.accuracy, "val_loss": val_loss, "val_accuracy": val_acc,
                "grad_norm": math.sqrt(dot(grad, grad)), "step": step, "seconds": time.perf_counter() - t0}
@@ -422,7 +410,7 @@ def train(model: Network, data: Dataset, cfg: Any,
                 break
         else:
             f, g = res.f, res.g
-    model.theta[...] = shard.gather(theta) if shard is not None else theta
+    model.theta[...] = shard.gather(theta)
     seconds = time.perf_counter() - t0
     last = history[-1]
     if last["iteration"] != it:  # make sure the final state is measured

@@ -167,13 +167,15 @@ class Mgrit {
   /// from earlier calls is trusted, so the propagator may change between calls
   /// (e.g. new weights in one-shot training).
   void iterate(int k) { iterate(k, false); }
-  /// iterate(k) that leaves the residual reductions to the caller: afterwards
-  /// residual_history() holds this process's sums of squares (NaN where not
-  /// computed) until finish_norms(reduced) receives their all-reduced values, so
-  /// a caller can fold them into one reduction with others (no synchronisation
-  /// between processes inside the call).
+  /// iterate(k) that leaves the residual reductions to the caller, so that it can
+  /// fold them into one reduction with others (no synchronisation between
+  /// processes inside the call). Afterwards pending_norm_slots() holds, for every
+  /// computed residual, one slot per finest C-point c >= 1 (this process's |r_c|^2
+  /// where it owns c, else 0); residual_history() is -1 there until
+  /// finish_norms(reduced) receives the all-reduced slots.
   void iterate(int k, bool defer_norms);
-  /// See iterate(k, true): `reduced` holds residual_history().size() summed values.
+  const std::vector<double>& pending_norm_slots() const { return pending_; }
+  /// See iterate(k, true): `reduced` holds pending_norm_slots().size() summed values.
   void finish_norms(const double* reduced);
   /// Like iterate(), but runs cycles until the residual is <= tol, <= rtol *
   /// first residual, or exactly 0 (returns true), or max_iter cycles were run
@@ -186,8 +188,9 @@ class Mgrit {
 
   /// Finest C-point residual norms of the last iterate()/solve() call,
   /// sqrt(sum_c |r_c|^2) over C-points c >= 1 with r_c = Phi(u_{cm-1}) - u_{cm}
-  /// evaluated on the F-relaxed iterate (|.| = Propagator::norm, the sum
-  /// all-reduced over the Comm). Entry 0: the iterate at the start of the call
+  /// evaluated on the F-relaxed iterate (|.| = Propagator::norm; summed in
+  /// C-point order, so with a Partition the value has the one-process rounding;
+  /// without one the sum is all-reduced over the Comm). Entry 0: the iterate at the start of the call
   /// (after its F-relaxation, which the first cycle needs anyway, so it is free);
   /// NaN when not computed (skip_first_down on the default guess, or a
   /// one-level hierarchy). Entry k: after cycle k. On a one-level hierarchy a
@@ -301,7 +304,8 @@ class Mgrit {
   bool skipping_ = false;        // inside the skipped first down-cycle
   bool norms_ = true;            // this call computes residual norms
   bool deferring_ = false;       // residual sums stay local in this call
-  bool norms_pending_ = false;   // history_ holds local sums until finish_norms()
+  bool norms_pending_ = false;   // history_ holds -1 placeholders until finish_norms()
+  std::vector<double> pending_;  // deferred residual slots
 };
 
 }  // namespace layerparallel
