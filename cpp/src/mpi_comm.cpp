@@ -93,15 +93,18 @@ void MpiComm::bcast(double* data, std::size_t n, int root) {
   done();
 }
 
-int MpiComm::isend(const double* data, std::size_t n, int dest, int tag) {
-  int id;
+int MpiComm::take_slot() {
   if (!free_.empty()) {
-    id = free_.back();
+    const int id = free_.back();
     free_.pop_back();
-  } else {
-    id = static_cast<int>(requests_.size());
-    requests_.push_back(0);
+    return id;
   }
+  requests_.push_back(0);
+  return static_cast<int>(requests_.size()) - 1;
+}
+
+int MpiComm::isend(const double* data, std::size_t n, int dest, int tag) {
+  const int id = take_slot();
   record("send", dest, tag, static_cast<long long>(n * sizeof(double)), id);
   check(isend_(data, count(n), h_.dtype, dest, tag, h_.comm, &requests_[id]), "MPI_Isend");
   done();
@@ -109,14 +112,7 @@ int MpiComm::isend(const double* data, std::size_t n, int dest, int tag) {
 }
 
 int MpiComm::irecv(double* data, std::size_t n, int src, int tag) {
-  int id;
-  if (!free_.empty()) {
-    id = free_.back();
-    free_.pop_back();
-  } else {
-    id = static_cast<int>(requests_.size());
-    requests_.push_back(0);
-  }
+  const int id = take_slot();
   record("recv", src, tag, static_cast<long long>(n * sizeof(double)), id);
   check(irecv_(data, count(n), h_.dtype, src, tag, h_.comm, &requests_[id]), "MPI_Irecv");
   done();

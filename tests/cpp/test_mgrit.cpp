@@ -19,6 +19,7 @@
 #include "layerparallel/hierarchy.h"
 #include "layerparallel/mgrit.h"
 #include "layerparallel/propagator.h"
+#include "test_odes.h"
 
 using namespace layerparallel;
 
@@ -61,13 +62,7 @@ class VecProp final : public CountingProp {
   std::size_t state_size() const override { return 3; }
   void step(int level, int i0, int i1, const double* in, double* out) override {
     count(level);
-    static const double A[3][3] = {{-0.8, 0.5, 0.1}, {-0.4, -0.6, 0.3}, {0.2, -0.3, -0.9}};
-    const double dt = (i1 - i0) * h_;
-    for (int r = 0; r < 3; ++r) {
-      double z = 0.4 * std::sin(0.3 * i0 + r);
-      for (int c = 0; c < 3; ++c) z += A[r][c] * in[c];
-      out[r] = in[r] + dt * std::tanh(z);
-    }
+    lptest::vec_ode_step(h_, i0, i1, in, out);
   }
 
  private:

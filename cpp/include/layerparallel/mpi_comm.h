@@ -68,6 +68,7 @@ class MpiComm final : public Comm {
   using fn_barrier = int (*)(std::uintptr_t);
 
   void check(int code, const char* what) const;
+  int take_slot();
   int count(std::size_t n) const;
   void record(const char* kind, long long peer, long long tag, long long bytes, long long request);
   void done();
