@@ -74,6 +74,11 @@ bool cuda_built() { return true; }
 std::string cuda_status() { return cached_probe().status; }
 bool cuda_available() { return cached_probe().ok; }
 
+void cuda_synchronize() {
+  if (!cuda_available()) throw std::runtime_error("cannot synchronise the device: " + cuda_status());
+  LP_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 namespace detail {
 
 void* cuda_malloc(std::size_t bytes) {

@@ -18,6 +18,7 @@ namespace {
 bool cuda_built() { return false; }
 std::string cuda_status() { return "layerparallel was built without CUDA"; }
 bool cuda_available() { return false; }
+void cuda_synchronize() { unavailable("cuda_synchronize"); }
 
 namespace detail {
 void* cuda_malloc(std::size_t) { unavailable("a device buffer"); }

@@ -28,6 +28,10 @@ std::string cuda_status();
 /// True when built with CUDA and a device with a recent enough driver is present.
 bool cuda_available();
 
+/// Waits until every launch on the device has finished (for timing); throws
+/// std::runtime_error when CUDA is unavailable or a kernel failed.
+void cuda_synchronize();
+
 namespace detail {
 void* cuda_malloc(std::size_t bytes);
 void cuda_free(void* p) noexcept;
