@@ -356,10 +356,7 @@ void Mgrit::serial_solve() {
       copy_state(ss_, traj_at(i), point(0, i));
   } else {
     if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0_.data(), point(0, 0));
-    const bool fv = lv_[0].first_valid;
-    lv_[0].first_valid = false;
     chain_solve(0, false);
-    lv_[0].first_valid = fv;
   }
   have_iterate_ = true;
   guess_default_ = false;
@@ -466,18 +463,19 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
     // (c1 >= c0 whenever there is a left owner: then jb >= 1 and je - 2 >= jb - 1.)
     int rreq = -1, sreq = -1;
     if (L.left >= 0) rreq = comm_->irecv(L.ghost.data(), ss, L.left, tag(level, kSweepTag));
-    auto last_value = [&]() -> const double* {
-      if (hier_.is_cpoint(level, je - 1)) return point(level, je - 1);
-      return to_traj ? traj_at(je - 1) : scratch ? L.tail.data() : point(level, je - 1);
-    };
+    // The value the right owner needs: a C-point (unchanged by the sweep) or the
+    // trailing interval's last F-point, wherever this sweep writes F-points.
     const bool last_is_c = hier_.is_cpoint(level, je - 1);
+    const double* last = last_is_c || !(to_traj || scratch) ? point(level, je - 1)
+                         : to_traj                          ? traj_at(je - 1)
+                                                            : L.tail.data();
     long long n = 0;
     bool trailing_done = c1 < c0;
-    if (L.right >= 0 && last_is_c) sreq = comm_->isend(point(level, je - 1), ss, L.right, tag(level, kSweepTag));
+    if (L.right >= 0 && last_is_c) sreq = comm_->isend(last, ss, L.right, tag(level, kSweepTag));
     if (L.right >= 0 && !last_is_c && c1 >= c0 && !(c1 == c0 && lead_needs_ghost)) {
       n += sweep_interval(level, c1, with_pred, reuse, scratch, to_traj);
       trailing_done = true;
-      sreq = comm_->isend(last_value(), ss, L.right, tag(level, kSweepTag));
+      sreq = comm_->isend(last, ss, L.right, tag(level, kSweepTag));
     }
     // Middle intervals (and the leading one when it needs no ghost).
     const int mb = lead_needs_ghost ? c0 + 1 : c0;
@@ -488,7 +486,7 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
     if (lead_needs_ghost) {
       n += sweep_interval(level, c0, with_pred, reuse, scratch, to_traj);
       if (!trailing_done && L.right >= 0 && !last_is_c)
-        sreq = comm_->isend(last_value(), ss, L.right, tag(level, kSweepTag));
+        sreq = comm_->isend(last, ss, L.right, tag(level, kSweepTag));
     }
     if (to_traj)
       for (int c = L.cbeg; c * m < je; ++c) copy_state(ss, point(level, c * m), traj_at(c * m));
@@ -555,10 +553,7 @@ void Mgrit::restrict_fas(int level) {
     int rreq = -1, sreq = -1;
     if (c.left >= 0) rreq = comm_->irecv(c.ghost.data(), ss, c.left, tag(cl, kRestrictTag));
     if (c.right >= 0) sreq = comm_->isend(point(level, (je - 1) * m), ss, c.right, tag(cl, kRestrictTag));
-    if (jb == 0) {
-      copy_state(ss, point(level, 0), point(cl, 0));
-      copy_state(ss, point(level, 0), rhs_at(cl, 0));
-    }
+    if (jb == 0) copy_state(ss, point(level, 0), rhs_at(cl, 0));
     auto one = [&](int j) -> long long {
       // v_j = u_jm is the same memory as the fine C-point: nothing to inject.
       const double* ufprev = j - 1 == jb - 1 ? c.ghost.data() : point(level, (j - 1) * m);
@@ -589,14 +584,12 @@ void Mgrit::restrict_fas(int level) {
 
 // Skipped first down-cycle: inject the iterate and the (re-discretised) rhs.
 void Mgrit::restrict_skip(int level) {
-  Level& f = lv_[level];
   const int cl = level + 1;
   Level& c = lv_[cl];
   const int m = hier_.cfactor(level);
   const std::size_t ss = ss_;
-  (void)f;
+  // The iterate needs no injection: coarse points are the finest C-points' memory.
   for (int j = static_cast<int>(c.own.begin); j < c.own.end; ++j) {
-    copy_state(ss, point(level, j * m), point(cl, j));
     double* g = rhs_at(cl, j);
     if (level > 0)
       copy_state(ss, rhs_at(level, j * m), g);
@@ -729,18 +722,13 @@ void Mgrit::fmg_guess() {
   for (int l = 1; l <= L; ++l) {
     Level& v = lv_[l];
     std::fill(v.g.begin(), v.g.end(), 0.0);
-    if (v.own.begin == 0 && !v.own.empty()) {
-      copy_state(ss, u0_.data(), rhs_at(l, 0));
-      copy_state(ss, u0_.data(), point(l, 0));
-    }
+    if (v.own.begin == 0 && !v.own.empty()) copy_state(ss, u0_.data(), rhs_at(l, 0));
     v.fconsistent = v.pred_valid = v.first_valid = false;
   }
+  // Coarse points are the finest C-points' memory (point 0 holds u0 already), so
+  // the coarse solution needs no injection on the way up.
   coarsest_solve(L);
   for (int l = L - 1; l >= 0; --l) {
-    const int m = hier_.cfactor(l);
-    const Level& c = lv_[l + 1];
-    for (int j = std::max(static_cast<int>(c.own.begin), 1); j < c.own.end; ++j)
-      copy_state(ss, point(l + 1, j), point(l, j * m));
     Level& v = lv_[l];
     v.fconsistent = v.pred_valid = v.first_valid = false;
     if (l == 0) break;
