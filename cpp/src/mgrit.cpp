@@ -45,10 +45,6 @@ std::string upper(std::string s) {
   return s;
 }
 
-void copy_state(std::size_t n, const double* src, double* dst) {
-  if (src != dst) std::memcpy(dst, src, n * sizeof(double));
-}
-
 int ceil_div(int a, int b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 
 // Message kinds (tag = base + 4 level + kind).
@@ -131,7 +127,7 @@ void Partition::validate(int n_steps, int comm_size) const {
 
 void serial_propagate(Propagator& prop, int n_steps, const double* u0, double* out) {
   const std::size_t ss = prop.state_size();
-  copy_state(ss, u0, out);
+  prop.space().copy(out, u0, ss);
   for (int i = 0; i < n_steps; ++i) prop.step(0, i, i + 1, out + i * ss, out + (i + 1) * ss);
 }
 
@@ -139,6 +135,7 @@ void serial_propagate(Propagator& prop, int n_steps, const double* u0, double* o
 
 Mgrit::Mgrit(Propagator& prop, int n_steps, MgritOptions opts, Comm* comm, Partition part)
     : prop_(prop),
+      sp_(prop.space()),
       comm_(comm ? comm : &own_comm_),
       opts_((opts.validate(), std::move(opts))),
       hier_(n_steps, opts_.cfactor_fine, opts_.cfactor, opts_.min_coarse, opts_.max_levels),
@@ -188,16 +185,16 @@ Mgrit::Mgrit(Propagator& prop, int n_steps, MgritOptions opts, Comm* comm, Parti
     const std::size_t n_own = static_cast<std::size_t>(je - jb);
     const std::size_t n_c = static_cast<std::size_t>(cend - v.cbeg);
     // Coarse points are finest-level C-points: they live in level 0's storage.
-    if (l == 0) v.u.assign((cpoints_only_ ? n_c : n_own) * ss_, 0.0);
-    v.ghost.assign(ss_, 0.0);
-    if (l == 0 && cpoints_only_) v.tail.assign(ss_, 0.0);
+    if (l == 0) v.u = StateBuffer(sp_, (cpoints_only_ ? n_c : n_own) * ss_);
+    v.ghost = StateBuffer(sp_, ss_);
+    if (l == 0 && cpoints_only_) v.tail = StateBuffer(sp_, ss_);
     if (l > 0) {
-      v.g.assign(n_own * ss_, 0.0);
-      v.first.assign((coarsest ? 1 : static_cast<std::size_t>(fend - v.fbeg)) * ss_, 0.0);
+      v.g = StateBuffer(sp_, n_own * ss_);
+      v.first = StateBuffer(sp_, (coarsest ? 1 : static_cast<std::size_t>(fend - v.fbeg)) * ss_);
     }
-    if (!coarsest) v.pred.assign(n_c * ss_, 0.0);
+    if (!coarsest) v.pred = StateBuffer(sp_, n_c * ss_);
   }
-  u0_.assign(ss_, 0.0);
+  u0_ = StateBuffer(sp_, ss_);
 }
 
 double* Mgrit::point(int level, int j) {
@@ -264,6 +261,33 @@ long long Mgrit::parallel(int n, const std::function<long long(int)>& body) {
   return total;
 }
 
+int Mgrit::post_send(const double* src, int dest, int tag) {
+  if (sp_.host()) return comm_->isend(src, ss_, dest, tag);
+  Staged st{-1, std::vector<double>(ss_), nullptr};
+  sp_.download(st.host.data(), src, ss_);
+  st.req = comm_->isend(st.host.data(), ss_, dest, tag);
+  staged_.push_back(std::move(st));  // moving the vector keeps its buffer where the Comm sends from
+  return staged_.back().req;
+}
+
+int Mgrit::post_recv(double* dst, int source, int tag) {
+  if (sp_.host()) return comm_->irecv(dst, ss_, source, tag);
+  Staged st{-1, std::vector<double>(ss_), dst};
+  st.req = comm_->irecv(st.host.data(), ss_, source, tag);
+  staged_.push_back(std::move(st));
+  return staged_.back().req;
+}
+
+void Mgrit::complete(int req) {
+  comm_->wait(req);
+  for (auto it = staged_.begin(); it != staged_.end(); ++it)
+    if (it->req == req) {
+      if (it->dst) sp_.upload(it->dst, it->host.data(), ss_);
+      staged_.erase(it);
+      return;
+    }
+}
+
 void Mgrit::require_initialized(const char* what) const {
   LP_REQUIRE(initialized_, "Mgrit::" << what << ": call set_initial(u0) first");
 }
@@ -279,21 +303,21 @@ void Mgrit::mark_changed(int level) {
 // ------------------------------------------------------------------ iterate management
 
 void Mgrit::set_initial(const double* u0) {
-  copy_state(ss_, u0, u0_.data());
+  copy(u0, u0_.data());
   initialized_ = true;
   if (!have_iterate_) {
     reset();
     return;
   }
-  if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0, point(0, 0));
+  if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy(u0, point(0, 0));
   mark_changed();
 }
 
 void Mgrit::reset() {
   require_initialized("reset");
-  std::vector<double>& u = lv_[0].u;
+  StateBuffer& u = lv_[0].u;
   const std::size_t n = u.size() / ss_;
-  for (std::size_t k = 0; k < n; ++k) copy_state(ss_, u0_.data(), u.data() + k * ss_);
+  for (std::size_t k = 0; k < n; ++k) copy(u0_.data(), u.data() + k * ss_);
   have_iterate_ = true;
   guess_default_ = true;
   mark_changed();
@@ -304,7 +328,7 @@ void Mgrit::warm_start(const double* all_points) {
   const Range own = lv_[0].own;
   const int step = cpoints_only_ ? hier_.cfactor(0) : 1;
   for (int i = ceil_div(std::max(1, static_cast<int>(own.begin)), step) * step; i < own.end; i += step)
-    copy_state(ss_, all_points + static_cast<std::size_t>(i) * ss_, point(0, i));
+    copy(all_points + static_cast<std::size_t>(i) * ss_, point(0, i));
   have_iterate_ = true;
   guess_default_ = false;
   mark_changed();
@@ -319,15 +343,12 @@ void Mgrit::chain_solve(int level, bool to_traj) {
   if (L.own.empty()) return;
   const std::size_t ss = ss_;
   const int jb = static_cast<int>(L.own.begin), je = static_cast<int>(L.own.end);
-  if (L.left >= 0) comm_->wait(comm_->irecv(L.ghost.data(), ss, L.left, tag(level, kChainTag)));
+  if (L.left >= 0) complete(post_recv(L.ghost.data(), L.left, tag(level, kChainTag)));
   auto dst = [&](int i) { return to_traj ? traj_at(i) : point(level, i); };
-  if (to_traj && jb == 0) copy_state(ss, point(level, 0), traj_at(0));
+  if (to_traj && jb == 0) copy(point(level, 0), traj_at(0));
   int j = std::max(jb, 1);
   if (level > 0 && L.first_valid && j == 1 && j < je) {
-    double* d = point(level, 1);
-    copy_state(ss, first_at(level, 0), d);
-    const double* g = rhs_at(level, 1);
-    for (std::size_t k = 0; k < ss; ++k) d[k] += g[k];
+    sp_.sum(point(level, 1), first_at(level, 0), rhs_at(level, 1), ss);
     j = 2;
   }
   std::vector<int> idx{hier_.fine_index(level, j - 1)};
@@ -342,20 +363,20 @@ void Mgrit::chain_solve(int level, bool to_traj) {
   const double* from = j - 1 == jb - 1 ? L.ghost.data() : dst(j - 1);
   if (cnt > 0) prop_.propagate(level, idx.data(), static_cast<int>(cnt), from, outs.data(), rhs.data());
   add_steps(level, cnt);
-  if (L.right >= 0) comm_->wait(comm_->isend(dst(je - 1), ss, L.right, tag(level, kChainTag)));
+  if (L.right >= 0) complete(post_send(dst(je - 1), L.right, tag(level, kChainTag)));
 }
 
 void Mgrit::serial_solve() {
   require_initialized("serial_solve");
   if (cpoints_only_) {
-    traj_.resize(static_cast<std::size_t>(lv_[0].own.size()) * ss_);
-    if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0_.data(), point(0, 0));
+    if (traj_.empty()) traj_ = StateBuffer(sp_, static_cast<std::size_t>(lv_[0].own.size()) * ss_);
+    if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy(u0_.data(), point(0, 0));
     chain_solve(0, true);
     const int m = hier_.cfactor(0);
     for (int i = ceil_div(static_cast<int>(lv_[0].own.begin), m) * m; i < lv_[0].own.end; i += m)
-      copy_state(ss_, traj_at(i), point(0, i));
+      copy(traj_at(i), point(0, i));
   } else {
-    if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy_state(ss_, u0_.data(), point(0, 0));
+    if (lv_[0].own.begin == 0 && !lv_[0].own.empty()) copy(u0_.data(), point(0, 0));
     chain_solve(0, false);
   }
   have_iterate_ = true;
@@ -371,7 +392,8 @@ void Mgrit::serial_solve() {
 // and, with_pred, the prediction of the following C-point when owned. The
 // chain starts at the interval's C-point or, when the interval began on the
 // left neighbour, at the ghost point.
-long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj) {
+long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj,
+                                std::vector<ChainPlan>* plans) {
   Level& L = lv_[level];
   const FInterval iv = hier_.finterval(level, c);
   const std::size_t ss = ss_;
@@ -381,8 +403,8 @@ long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bo
   const int te = std::min(iv.f_end, je);
   const bool pred = with_pred && iv.next_cpoint >= jb && iv.next_cpoint < je;
   if (tb >= te && !pred) return 0;
-  std::vector<double> buf;
-  if (scratch) buf.resize(2 * ss);
+  StateBuffer buf;
+  if (scratch) buf = StateBuffer(sp_, 2 * ss);
   auto dst_of = [&](int i) -> double* {
     if (to_traj) return traj_at(i);
     if (scratch) return i == je - 1 ? L.tail.data() : buf.data() + ((i - iv.f_begin) & 1) * ss;
@@ -393,31 +415,36 @@ long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bo
   int i = tb;
   if (reuse && tb == iv.f_begin && tb < te) {
     double* dst = dst_of(tb);
-    copy_state(ss, first_at(level, c), dst);
-    if (have_g) {
-      const double* g = g_of(tb);
-      for (std::size_t k = 0; k < ss; ++k) dst[k] += g[k];
-    }
+    if (have_g)
+      sp_.sum(dst, first_at(level, c), g_of(tb), ss);
+    else
+      copy(first_at(level, c), dst);
     start = i++;
   }
   const double* from = (start >= jb && start != iv.cpoint) ? dst_of(start) : point(level, start);
   if (!scratch) {
     // Hand the chain of steps to the propagator so it can fuse them.
-    std::vector<int> idx{hier_.fine_index(level, start)};
-    std::vector<double*> outs;
-    std::vector<const double*> rhs;
+    ChainPlan pl;
+    pl.in = from;
+    pl.have_g = have_g;
+    pl.idx.push_back(hier_.fine_index(level, start));
     for (; i < te; ++i) {
-      idx.push_back(hier_.fine_index(level, i));
-      outs.push_back(dst_of(i));
-      rhs.push_back(g_of(i));
+      pl.idx.push_back(hier_.fine_index(level, i));
+      pl.outs.push_back(dst_of(i));
+      pl.rhs.push_back(g_of(i));
     }
     if (pred) {
-      idx.push_back(hier_.fine_index(level, iv.next_cpoint));
-      outs.push_back(pred_at(level, c + 1));
-      rhs.push_back(nullptr);  // predictions are Phi(u) without g
+      pl.idx.push_back(hier_.fine_index(level, iv.next_cpoint));
+      pl.outs.push_back(pred_at(level, c + 1));
+      pl.rhs.push_back(nullptr);  // predictions are Phi(u) without g
     }
-    const int count = static_cast<int>(outs.size());
-    if (count > 0) prop_.propagate(level, idx.data(), count, from, outs.data(), have_g ? rhs.data() : nullptr);
+    const int count = static_cast<int>(pl.outs.size());
+    if (count == 0) return 0;
+    if (plans) {
+      plans->push_back(std::move(pl));  // run with the level's other intervals
+    } else {
+      prop_.propagate(level, pl.idx.data(), count, from, pl.outs.data(), have_g ? pl.rhs.data() : nullptr);
+    }
     return count;
   }
   // F-points not stored (finest level, store = cpoints): step through two buffers.
@@ -453,7 +480,6 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
   const bool reuse = use_first && L.first_valid && level > 0;
   const bool scratch = level == 0 && cpoints_only_ && !to_traj;
   if (!L.own.empty()) {
-    const std::size_t ss = ss_;
     const int jb = static_cast<int>(L.own.begin), je = static_cast<int>(L.own.end);
     const int m = hier_.cfactor(level);
     const int t0 = std::max(jb, 1);  // first owned point something steps into
@@ -462,7 +488,7 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
     const bool lead_needs_ghost = L.left >= 0;  // the chain into point jb starts at jb - 1
     // (c1 >= c0 whenever there is a left owner: then jb >= 1 and je - 2 >= jb - 1.)
     int rreq = -1, sreq = -1;
-    if (L.left >= 0) rreq = comm_->irecv(L.ghost.data(), ss, L.left, tag(level, kSweepTag));
+    if (L.left >= 0) rreq = post_recv(L.ghost.data(), L.left, tag(level, kSweepTag));
     // The value the right owner needs: a C-point (unchanged by the sweep) or the
     // trailing interval's last F-point, wherever this sweep writes F-points.
     const bool last_is_c = hier_.is_cpoint(level, je - 1);
@@ -471,26 +497,36 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
                                                             : L.tail.data();
     long long n = 0;
     bool trailing_done = c1 < c0;
-    if (L.right >= 0 && last_is_c) sreq = comm_->isend(last, ss, L.right, tag(level, kSweepTag));
+    if (L.right >= 0 && last_is_c) sreq = post_send(last, L.right, tag(level, kSweepTag));
     if (L.right >= 0 && !last_is_c && c1 >= c0 && !(c1 == c0 && lead_needs_ghost)) {
       n += sweep_interval(level, c1, with_pred, reuse, scratch, to_traj);
       trailing_done = true;
-      sreq = comm_->isend(last, ss, L.right, tag(level, kSweepTag));
+      sreq = post_send(last, L.right, tag(level, kSweepTag));
     }
     // Middle intervals (and the leading one when it needs no ghost).
     const int mb = lead_needs_ghost ? c0 + 1 : c0;
     const int me = trailing_done ? c1 : c1 + 1;
-    if (me > mb)
+    if (me > mb && prop_.fuses_chains() && !scratch) {
+      // Every middle interval in one call (a device relaxes them in one launch).
+      std::vector<ChainPlan> plans;
+      for (int c = mb; c < me; ++c) n += sweep_interval(level, c, with_pred, reuse, scratch, to_traj, &plans);
+      std::vector<Propagator::Chain> chains;
+      for (const ChainPlan& pl : plans)
+        chains.push_back({pl.idx.data(), static_cast<int>(pl.outs.size()), pl.in, pl.outs.data(),
+                          pl.have_g ? pl.rhs.data() : nullptr});
+      if (!chains.empty()) prop_.propagate_chains(level, chains.data(), static_cast<int>(chains.size()));
+    } else if (me > mb) {
       n += parallel(me - mb, [&](int k) { return sweep_interval(level, mb + k, with_pred, reuse, scratch, to_traj); });
-    if (rreq >= 0) comm_->wait(rreq);
+    }
+    if (rreq >= 0) complete(rreq);
     if (lead_needs_ghost) {
       n += sweep_interval(level, c0, with_pred, reuse, scratch, to_traj);
       if (!trailing_done && L.right >= 0 && !last_is_c)
-        sreq = comm_->isend(last, ss, L.right, tag(level, kSweepTag));
+        sreq = post_send(last, L.right, tag(level, kSweepTag));
     }
     if (to_traj)
-      for (int c = L.cbeg; c * m < je; ++c) copy_state(ss, point(level, c * m), traj_at(c * m));
-    if (sreq >= 0) comm_->wait(sreq);
+      for (int c = L.cbeg; c * m < je; ++c) copy(point(level, c * m), traj_at(c * m));
+    if (sreq >= 0) complete(sreq);
     add_steps(level, n);
   }
   L.fconsistent = true;
@@ -503,19 +539,16 @@ void Mgrit::crelax(int level) {
   Level& L = lv_[level];
   LP_CHECK(L.pred_valid, "C-relaxation on level " << level << " without valid predictions");
   const int m = hier_.cfactor(level);
-  const std::size_t ss = ss_;
   const int cb = std::max(L.cbeg, 1);
   const int ce = ceil_div(static_cast<int>(L.own.end), m);
   parallel(ce - cb, [&](int k) -> long long {
     const int c = cb + k;
     double* u = point(level, c * m);
     const double* p = pred_at(level, c);
-    if (level > 0) {
-      const double* g = rhs_at(level, c * m);
-      for (std::size_t i = 0; i < ss; ++i) u[i] = p[i] + g[i];
-    } else {
-      copy_state(ss, p, u);
-    }
+    if (level > 0)
+      sp_.sum(u, p, rhs_at(level, c * m), ss_);
+    else
+      copy(p, u);
     return 0;
   });
   mark_changed(level);
@@ -551,30 +584,27 @@ void Mgrit::restrict_fas(int level) {
   if (!c.own.empty()) {
     const int jb = static_cast<int>(c.own.begin), je = static_cast<int>(c.own.end);
     int rreq = -1, sreq = -1;
-    if (c.left >= 0) rreq = comm_->irecv(c.ghost.data(), ss, c.left, tag(cl, kRestrictTag));
-    if (c.right >= 0) sreq = comm_->isend(point(level, (je - 1) * m), ss, c.right, tag(cl, kRestrictTag));
-    if (jb == 0) copy_state(ss, point(level, 0), rhs_at(cl, 0));
+    if (c.left >= 0) rreq = post_recv(c.ghost.data(), c.left, tag(cl, kRestrictTag));
+    if (c.right >= 0) sreq = post_send(point(level, (je - 1) * m), c.right, tag(cl, kRestrictTag));
+    if (jb == 0) copy(point(level, 0), rhs_at(cl, 0));
     auto one = [&](int j) -> long long {
       // v_j = u_jm is the same memory as the fine C-point: nothing to inject.
       const double* ufprev = j - 1 == jb - 1 ? c.ghost.data() : point(level, (j - 1) * m);
       double* g = rhs_at(cl, j);
       prop_.step(cl, hier_.fine_index(cl, j - 1), hier_.fine_index(cl, j), ufprev, g);  // g = P
-      if (coarsest ? j == 1 : (j - 1) % mc == 0) copy_state(ss, g, first_at(cl, (j - 1) / mc));
+      if (coarsest ? j == 1 : (j - 1) % mc == 0) copy(g, first_at(cl, (j - 1) / mc));
       const double* p = pred_at(level, j);
       const double* gf = level > 0 ? rhs_at(level, j * m) : nullptr;
       // g = v - P^c + r with r = g_f + P - v: v cancels.
-      if (gf)
-        for (std::size_t k = 0; k < ss; ++k) g[k] = gf[k] + p[k] - g[k];
-      else
-        for (std::size_t k = 0; k < ss; ++k) g[k] = p[k] - g[k];
+      sp_.fas(g, gf, p, ss);
       return 1;
     };
     // Points that need nothing from the left first, then the first owned one.
     const int lb = std::max(jb, 1) + (jb >= 1 ? 1 : 0);
     long long n = parallel(je - lb, [&](int k) { return one(lb + k); });
-    if (rreq >= 0) comm_->wait(rreq);
+    if (rreq >= 0) complete(rreq);
     if (jb >= 1) n += one(jb);
-    if (sreq >= 0) comm_->wait(sreq);
+    if (sreq >= 0) complete(sreq);
     add_steps(cl, n);
   }
   c.fconsistent = false;
@@ -592,11 +622,11 @@ void Mgrit::restrict_skip(int level) {
   for (int j = static_cast<int>(c.own.begin); j < c.own.end; ++j) {
     double* g = rhs_at(cl, j);
     if (level > 0)
-      copy_state(ss, rhs_at(level, j * m), g);
+      copy(rhs_at(level, j * m), g);
     else if (j == 0)
-      copy_state(ss, u0_.data(), g);
+      copy(u0_.data(), g);
     else
-      std::fill(g, g + ss, 0.0);
+      sp_.zero(g, ss);
   }
   c.fconsistent = false;
   c.pred_valid = false;
@@ -718,11 +748,10 @@ void Mgrit::run_cycle() {
 void Mgrit::fmg_guess() {
   const int L = hier_.num_levels() - 1;
   if (L == 0) return;
-  const std::size_t ss = ss_;
   for (int l = 1; l <= L; ++l) {
     Level& v = lv_[l];
-    std::fill(v.g.begin(), v.g.end(), 0.0);
-    if (v.own.begin == 0 && !v.own.empty()) copy_state(ss, u0_.data(), rhs_at(l, 0));
+    sp_.zero(v.g.data(), v.g.size());
+    if (v.own.begin == 0 && !v.own.empty()) copy(u0_.data(), rhs_at(l, 0));
     v.fconsistent = v.pred_valid = v.first_valid = false;
   }
   // Coarse points are the finest C-points' memory (point 0 holds u0 already), so
@@ -831,7 +860,7 @@ void Mgrit::finalize() {
   if (hier_.num_levels() == 1) return;
   if (cpoints_only_) {
     if (traj_valid_) return;
-    traj_.resize(static_cast<std::size_t>(lv_[0].own.size()) * ss_);
+    if (traj_.empty()) traj_ = StateBuffer(sp_, static_cast<std::size_t>(lv_[0].own.size()) * ss_);
     const bool had_pred = lv_[0].pred_valid && lv_[0].fconsistent;
     fsweep(0, false, false, true);
     // Predictions were computed from the same C-points: still valid.
@@ -855,7 +884,7 @@ void Mgrit::trajectory(double* out) {
   finalize();
   const Range own = lv_[0].own;
   for (int i = static_cast<int>(own.begin); i < own.end; ++i)
-    copy_state(ss_, cpoints_only_ ? traj_at(i) : point(0, i), out + static_cast<std::size_t>(i) * ss_);
+    copy(cpoints_only_ ? traj_at(i) : point(0, i), out + static_cast<std::size_t>(i) * ss_);
 }
 
 void Mgrit::set_tolerances(double tol, double rtol) {

@@ -5,7 +5,10 @@
 // storage option, and the reversed (adjoint) ordering.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -30,17 +33,87 @@ class VecProp final : public Propagator {
   double h_;
 };
 
+// A StateSpace the engine cannot read directly: every value is stored with its
+// bits XOR'd by a mask (exactly reversible), and host() is false, so messages
+// are staged through host copies. Engine code that touched state memory
+// instead of going through the space would compute garbage.
+class EncodedSpace final : public StateSpace {
+ public:
+  static double flip(double v) {
+    std::uint64_t b;
+    std::memcpy(&b, &v, 8);
+    b ^= 0x5a5a5a5a5a5a5a5aULL;
+    std::memcpy(&v, &b, 8);
+    return v;
+  }
+  bool host() const override { return false; }
+  double* allocate(std::size_t n) override {
+    double* p = StateSpace::allocate(n);
+    zero(p, n);
+    return p;
+  }
+  void zero(double* dst, std::size_t n) override {
+    for (std::size_t k = 0; k < n; ++k) dst[k] = flip(0.0);
+  }
+  void add(double* dst, const double* a, std::size_t n) override {
+    for (std::size_t k = 0; k < n; ++k) dst[k] = flip(flip(dst[k]) + flip(a[k]));
+  }
+  void sum(double* dst, const double* a, const double* b, std::size_t n) override {
+    for (std::size_t k = 0; k < n; ++k) dst[k] = flip(flip(a[k]) + flip(b[k]));
+  }
+  void fas(double* g, const double* gf, const double* p, std::size_t n) override {
+    for (std::size_t k = 0; k < n; ++k) g[k] = flip((gf ? flip(gf[k]) + flip(p[k]) : flip(p[k])) - flip(g[k]));
+  }
+  double sum_sq_diff(const double* a, const double* b, std::size_t n) const override {
+    std::vector<double> x(n), y(n);
+    download(x.data(), a, n);
+    if (b) download(y.data(), b, n);
+    return host_space().sum_sq_diff(x.data(), b ? y.data() : nullptr, n);
+  }
+  void upload(double* dst, const double* src, std::size_t n) override {
+    for (std::size_t k = 0; k < n; ++k) dst[k] = flip(src[k]);
+  }
+  void download(double* dst, const double* src, std::size_t n) const override {
+    for (std::size_t k = 0; k < n; ++k) dst[k] = flip(src[k]);
+  }
+};
+
+// VecProp on encoded states, relaxing the intervals of a level through propagate_chains.
+class EncodedProp final : public Propagator {
+ public:
+  explicit EncodedProp(double h) : h_(h) {}
+  std::size_t state_size() const override { return 3; }
+  StateSpace& space() const override { return space_; }
+  bool fuses_chains() const override { return true; }
+  void propagate_chains(int level, const Chain* chains, int n) override {
+    ++chain_calls;
+    Propagator::propagate_chains(level, chains, n);
+  }
+  void step(int, int i0, int i1, const double* in, double* out) override {
+    double a[3], b[3];
+    space_.download(a, in, 3);
+    lptest::vec_ode_step(h_, i0, i1, a, b);
+    space_.upload(out, b, 3);
+  }
+  int chain_calls = 0;
+
+ private:
+  double h_;
+  mutable EncodedSpace space_;
+};
+
 struct Case {
   int N, P, m;
   std::string relax, cycle, store;
   bool fmg = false, skip = false, reversed = false;
   int max_levels = 10, min_coarse = 2;
+  bool encoded = false;  // the processes use EncodedProp (non-host states, fused chains)
 };
 
 std::string name(const Case& s) {
   return "N" + std::to_string(s.N) + " P" + std::to_string(s.P) + " m" + std::to_string(s.m) + " " + s.relax + " " +
          s.cycle + " " + s.store + (s.fmg ? " fmg" : "") + (s.skip ? " skip" : "") + (s.reversed ? " rev" : "") +
-         " L" + std::to_string(s.max_levels);
+         " L" + std::to_string(s.max_levels) + (s.encoded ? " encoded" : "");
 }
 
 MgritOptions options(const Case& s) {
@@ -64,11 +137,15 @@ struct Run {
 };
 
 // The schedule every rank runs: a few iterate() calls with a changed initial
-// value in between (warm starts), then solve().
-Run schedule(Mgrit& g, int N) {
+// value in between (warm starts), then solve(). Values cross into and out of
+// the propagator's StateSpace.
+Run schedule(Mgrit& g, int N, StateSpace& sp) {
   Run r;
-  const double u0[3] = {0.5, -0.3, 0.8};
-  const double u1[3] = {0.4, -0.2, 0.9};
+  const double h0[3] = {0.5, -0.3, 0.8};
+  const double h1[3] = {0.4, -0.2, 0.9};
+  double u0[3], u1[3];
+  sp.upload(u0, h0, 3);
+  sp.upload(u1, h1, 3);
   g.set_initial(u0);
   g.iterate(2);
   r.history.push_back(g.residual_history());
@@ -78,13 +155,17 @@ Run schedule(Mgrit& g, int N) {
   g.solve();
   r.history.push_back(g.residual_history());
   r.traj.assign(static_cast<std::size_t>(N + 1) * 3, 0.0);
-  g.trajectory(r.traj.data());
+  std::vector<double> raw(r.traj.size());
+  sp.upload(raw.data(), r.traj.data(), raw.size());
+  g.trajectory(raw.data());
+  sp.download(r.traj.data(), raw.data(), raw.size());
   r.owned.assign(static_cast<std::size_t>(N + 1), 0);
   const Range own = g.owned_points();
   for (long i = own.begin; i < own.end; ++i) r.owned[i] = 1;
   // The ghost point is readable and equal to the left owner's value.
   if (own.begin >= 1) {
-    const double* gh = g.state(static_cast<int>(own.begin - 1));
+    double gh[3];
+    sp.download(gh, g.state(static_cast<int>(own.begin - 1)), 3);
     r.traj.insert(r.traj.end(), gh, gh + 3);
   }
   return r;
@@ -97,15 +178,19 @@ void check(const Case& s) {
   o.tol = 1e-11;
   o.max_iter = 60;
   Mgrit ref(ref_prop, s.N, o);
-  const Run want = schedule(ref, s.N);
+  const Run want = schedule(ref, s.N, host_space());
 
   lptest::ThreadWorld world(s.P);
   std::vector<Run> got(static_cast<std::size_t>(s.P));
+  std::atomic<int> chain_calls{0};
   lptest::run_ranks(s.P, [&](int rank) {
     VecProp prop(0.1);
+    EncodedProp eprop(0.1);
+    Propagator& p = s.encoded ? static_cast<Propagator&>(eprop) : prop;
     lptest::ThreadComm comm(world, rank);
-    Mgrit g(prop, s.N, o, &comm, Partition::contiguous(s.N, s.P, s.reversed, 100));
-    got[rank] = schedule(g, s.N);
+    Mgrit g(p, s.N, o, &comm, Partition::contiguous(s.N, s.P, s.reversed, 100));
+    got[rank] = schedule(g, s.N, p.space());
+    chain_calls += eprop.chain_calls;
   });
   std::vector<int> covered(static_cast<std::size_t>(s.N + 1), 0);
   for (int r = 0; r < s.P; ++r) {
@@ -134,6 +219,8 @@ void check(const Case& s) {
         EXPECT_NEAR(x.traj[(s.N + 1) * 3 + k], want.traj[(first - 1) * 3 + k], 1e-13) << "ghost of rank " << r;
   }
   for (int i = 0; i <= s.N; ++i) EXPECT_EQ(covered[i], 1) << "point " << i << " must have exactly one owner";
+  // (Every process needs an interval with no neighbour dependence for the fused path.)
+  if (s.encoded && s.max_levels > 1 && s.N >= 4 * s.P) EXPECT_GT(chain_calls.load(), 0) << "the fused-chain path was not taken";
 }
 
 }  // namespace
@@ -175,6 +262,24 @@ TEST(MgritDistributed, FmgSkipReversedAndTwoLevels) {
     one.max_levels = 1;  // serial propagation as a pipeline
     check(one);
   }
+}
+
+TEST(MgritDistributed, NonHostStatesAndFusedChainsMatchSerial) {
+  // Staged messages, every state operation through the space, and the
+  // intervals of a level through propagate_chains: still bit for bit.
+  for (const auto& [N, P, m] : std::vector<std::tuple<int, int, int>>{{30, 1, 2}, {30, 4, 2}, {33, 3, 4}, {5, 7, 2}})
+    for (const char* store : {"all", "cpoints"})
+      for (const char* cycle : {"V", "F"}) {
+        Case c{N, P, m, "FCF", cycle, store};
+        c.encoded = true;
+        check(c);
+      }
+  Case f{30, 4, 2, "FCF", "V", "all", true};
+  f.encoded = true;
+  check(f);
+  Case sk{30, 3, 2, "F", "V", "cpoints", false, true, true};
+  sk.encoded = true;
+  check(sk);
 }
 
 TEST(MgritDistributed, NoResidualReductionsWhenSkipped) {

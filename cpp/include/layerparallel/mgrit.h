@@ -37,6 +37,7 @@
 #include "layerparallel/comm.h"
 #include "layerparallel/hierarchy.h"
 #include "layerparallel/propagator.h"
+#include "layerparallel/state_space.h"
 
 namespace layerparallel {
 
@@ -242,13 +243,13 @@ class Mgrit {
     int left = -1, right = -1;  // Comm ranks of the nearest owners before / after (-1: none)
     int cbeg = 0;               // first owned C-point index (C-point c is level point c m)
     int fbeg = 0;               // first F-interval c whose point c m + 1 is owned
-    std::vector<double> u;      // level 0 only: owned point values (store=cpoints: C-points only);
+    StateBuffer u;      // level 0 only: owned point values (store=cpoints: C-points only);
                                 // coarse points are finest C-points and live there too
-    std::vector<double> ghost;  // the value of point own.begin - 1 (owned by `left`)
-    std::vector<double> tail;   // last owned F-point when F-points are not stored
-    std::vector<double> g;      // right-hand side at owned points (levels >= 1)
-    std::vector<double> pred;   // P_c = Phi(u_{cm-1}) per owned C-point c
-    std::vector<double> first;  // Phi(u_{cm}) from the FAS rhs, per F-interval c from fbeg
+    StateBuffer ghost;  // the value of point own.begin - 1 (owned by `left`)
+    StateBuffer tail;   // last owned F-point when F-points are not stored
+    StateBuffer g;      // right-hand side at owned points (levels >= 1)
+    StateBuffer pred;   // P_c = Phi(u_{cm-1}) per owned C-point c
+    StateBuffer first;  // Phi(u_{cm}) from the FAS rhs, per F-interval c from fbeg
     bool fconsistent = false;   // F-points consistent with C-points and g
     bool pred_valid = false;    // pred consistent with the current F-points
     bool first_valid = false;   // first consistent with the current C-points
@@ -260,9 +261,24 @@ class Mgrit {
   double* first_at(int level, int c);
   double* traj_at(int i);
   int tag(int level, int kind) const { return part_.tag + 4 * level + kind; }
-  long long sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj);
+  // One interval's chain of steps, for propagators that fuse the chains of a level.
+  struct ChainPlan {
+    std::vector<int> idx;
+    std::vector<double*> outs;
+    std::vector<const double*> rhs;
+    const double* in = nullptr;
+    bool have_g = false;
+  };
+  long long sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj,
+                           std::vector<ChainPlan>* plans = nullptr);
   void chain_solve(int level, bool to_traj);
   long long parallel(int n, const std::function<long long(int)>& body);
+  // Messages of one state. With a non-host StateSpace they go through a host
+  // copy: a send downloads at once, a receive uploads when it is completed.
+  int post_send(const double* src, int dest, int tag);
+  int post_recv(double* dst, int source, int tag);
+  void complete(int req);
+  void copy(const double* src, double* dst) { sp_.copy(dst, src, ss_); }
 
   void require_initialized(const char* what) const;
   void begin_call();
@@ -283,6 +299,7 @@ class Mgrit {
   void mark_changed(int level = 0);
 
   Propagator& prop_;
+  StateSpace& sp_;  // where the states live (prop_.space())
   SerialComm own_comm_;
   Comm* comm_;
   MgritOptions opts_;
@@ -295,8 +312,8 @@ class Mgrit {
   std::vector<Level> lv_;
   std::vector<long long> steps_;
   std::vector<double> history_;
-  std::vector<double> u0_;
-  std::vector<double> traj_;     // owned trajectory for store = "cpoints"
+  StateBuffer u0_;
+  StateBuffer traj_;            // owned trajectory for store = "cpoints"
   bool traj_valid_ = false;
   bool initialized_ = false;     // set_initial has been called
   bool have_iterate_ = false;    // the iterate has been filled
@@ -306,6 +323,12 @@ class Mgrit {
   bool deferring_ = false;       // residual sums stay local in this call
   bool norms_pending_ = false;   // history_ holds -1 placeholders until finish_norms()
   std::vector<double> pending_;  // deferred residual slots
+  struct Staged {
+    int req;
+    std::vector<double> host;
+    double* dst;  // receive: where the value goes on completion (nullptr: a send)
+  };
+  std::vector<Staged> staged_;
 };
 
 }  // namespace layerparallel

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "layerparallel/state_space.h"
+
 namespace layerparallel {
 
 /// One time-stepping problem u_{i+1} = Phi_i(u_i) on the fine grid i = 0..N.
@@ -39,37 +41,40 @@ class Propagator {
     const std::size_t n = state_size();
     for (int k = 0; k < count; ++k) {
       step(level, idx[k], idx[k + 1], prev, outs[k]);
-      if (rhs && rhs[k])
-        for (std::size_t i = 0; i < n; ++i) outs[k][i] += rhs[k][i];
+      if (rhs && rhs[k]) space().add(outs[k], rhs[k], n);
       prev = outs[k];
     }
   }
 
-  /// Norm used for residuals (default: Euclidean).
-  virtual double norm(const double* v) const { return std::sqrt(sum_sq_diff(v, nullptr, state_size())); }
+  /// Several independent chains of one level at once (the F-intervals of a
+  /// sweep): chains[q] is the arguments of one propagate() call; their outputs
+  /// never alias each other's inputs. Called only when fuses_chains() is true;
+  /// the default runs them one after another. A device backend overrides both
+  /// to relax every interval of a level in one launch.
+  struct Chain {
+    const int* idx;
+    int count;
+    const double* in;
+    double* const* outs;
+    const double* const* rhs;
+  };
+  virtual bool fuses_chains() const { return false; }
+  virtual void propagate_chains(int level, const Chain* chains, int n) {
+    for (int q = 0; q < n; ++q)
+      propagate(level, chains[q].idx, chains[q].count, chains[q].in, chains[q].outs, chains[q].rhs);
+  }
+
+  /// Where the states live; the engine allocates and combines states through it
+  /// (default: host memory).
+  virtual StateSpace& space() const { return host_space(); }
+
+  /// Norm used for residuals (default: Euclidean, through space()).
+  virtual double norm(const double* v) const { return std::sqrt(space().sum_sq_diff(v, nullptr, state_size())); }
 
   /// Norm of a - b (a residual) without forming it. The default is consistent
   /// with norm(); override both together.
   virtual double norm_diff(const double* a, const double* b) const {
-    return std::sqrt(sum_sq_diff(a, b, state_size()));
-  }
-
- protected:
-  /// sum_k (a_k - b_k)^2 (b may be nullptr) with eight independent partial sums:
-  /// one running sum would serialise on the add latency and cost more than a step.
-  static double sum_sq_diff(const double* a, const double* b, std::size_t n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    std::size_t k = 0;
-    if (b) {
-      for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += (a[k + j] - b[k + j]) * (a[k + j] - b[k + j]);
-      for (; k < n; ++k) acc[0] += (a[k] - b[k]) * (a[k] - b[k]);
-    } else {
-      for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += a[k + j] * a[k + j];
-      for (; k < n; ++k) acc[0] += a[k] * a[k];
-    }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return std::sqrt(space().sum_sq_diff(a, b, state_size()));
   }
 };
 

@@ -1,0 +1,80 @@
+// Where a problem's state vectors live and the arithmetic the MGRIT engine does
+// on them. The engine allocates every state it keeps through a StateSpace and
+// touches state memory only through it (and through the Propagator), so the
+// same engine runs on host memory (HostSpace, the default) and on device
+// memory (a backend's space: cudaMalloc'd states, elementwise kernels). The
+// Comm only ever sees host memory: with a non-host space the engine stages
+// every message through a host copy.
+#pragma once
+
+#include <cstddef>
+#include <utility>
+
+namespace layerparallel {
+
+class StateSpace {
+ public:
+  virtual ~StateSpace() = default;
+
+  /// True when the states are host memory a Comm can send from directly.
+  virtual bool host() const { return true; }
+
+  /// n doubles, zero-filled; release() frees them. Throws on failure.
+  virtual double* allocate(std::size_t n);
+  virtual void release(double* p) noexcept;
+
+  /// dst = src (n doubles, both in this space; src == dst is allowed).
+  virtual void copy(double* dst, const double* src, std::size_t n);
+  /// dst = 0.
+  virtual void zero(double* dst, std::size_t n);
+  /// dst += a.
+  virtual void add(double* dst, const double* a, std::size_t n);
+  /// dst = a + b.
+  virtual void sum(double* dst, const double* a, const double* b, std::size_t n);
+  /// The FAS right-hand side: g = gf + p - g (gf == nullptr: g = p - g).
+  virtual void fas(double* g, const double* gf, const double* p, std::size_t n);
+  /// sum_k (a_k - b_k)^2 (b may be nullptr), in a fixed order.
+  virtual double sum_sq_diff(const double* a, const double* b, std::size_t n) const;
+
+  /// Host memory to this space and back (n doubles).
+  virtual void upload(double* dst, const double* host_src, std::size_t n);
+  virtual void download(double* host_dst, const double* src, std::size_t n) const;
+};
+
+/// The process-wide host space (plain memory, the CPU backend's arithmetic).
+StateSpace& host_space();
+
+/// An owning array of doubles in a StateSpace (move-only).
+class StateBuffer {
+ public:
+  StateBuffer() = default;
+  StateBuffer(StateSpace& space, std::size_t n) : sp_(&space), n_(n), p_(n > 0 ? space.allocate(n) : nullptr) {}
+  ~StateBuffer() {
+    if (p_) sp_->release(p_);
+  }
+  StateBuffer(const StateBuffer&) = delete;
+  StateBuffer& operator=(const StateBuffer&) = delete;
+  StateBuffer(StateBuffer&& o) noexcept
+      : sp_(o.sp_), n_(std::exchange(o.n_, 0)), p_(std::exchange(o.p_, nullptr)) {}
+  StateBuffer& operator=(StateBuffer&& o) noexcept {
+    if (this != &o) {
+      if (p_) sp_->release(p_);
+      sp_ = o.sp_;
+      n_ = std::exchange(o.n_, 0);
+      p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+
+  double* data() { return p_; }
+  const double* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+
+ private:
+  StateSpace* sp_ = nullptr;
+  std::size_t n_ = 0;
+  double* p_ = nullptr;
+};
+
+}  // namespace layerparallel
