@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
 
 #include "cuda_check.cuh"
 #include "layerparallel/cuda.h"
+#include "layerparallel/device_backend.h"
 #include "layerparallel/dense_kernels_impl.h"
 
 namespace layerparallel {
@@ -133,6 +135,20 @@ __global__ void sum_partials_kernel(const double* partial, int nblocks, int len,
   kernels::sum_partials(blk, thr, bdim, partial, nblocks, len, t);
 }
 
+template <class Act, int W>
+__global__ void layer_derivs_kernel(kernels::LayerDerivArgs a) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::layer_derivs_load(blk, thr, bdim, a, sh);
+  __syncthreads();
+  kernels::layer_derivs_compute<Act, W>(blk, thr, bdim, a, sh);
+}
+
+__global__ void elementwise_kernel(kernels::ElementArgs e) {
+  LP_KERNEL_INDICES;
+  kernels::elementwise(blk, thr, bdim, idx3(gridDim), e);
+}
+
 // ------------------------------------------------------------------ host helpers
 
 void require_cuda(const char* what) {
@@ -168,41 +184,89 @@ void dispatch(Activation a, int w, F&& f) {
   }
 }
 
-// Flattens the interval description into device arrays (kept alive by the caller until the launch is done).
-struct DeviceIntervals {
-  DeviceBuffer<int> step_start, idx;
-  DeviceBuffer<const double*> in;
-  DeviceBuffer<double*> out;
-  kernels::IntervalSteps view;
-};
+// Chains flattened (detail::flatten_chains) and uploaded into one device
+// buffer, which IntervalSteps points into. The buffer must stay alive until the
+// kernel that reads it is done; reusing it is safe on the default stream, whose
+// next copy waits for the kernels before it.
+kernels::IntervalSteps upload_chains(const detail::FlatChains& f, DeviceBuffer<char>& buf) {
+  const std::size_t n_start = f.step_start.size(), n_idx = f.idx.size(), n_in = f.in.size(), n_out = f.out.size();
+  auto align8 = [](std::size_t b) { return (b + 7) / 8 * 8; };
+  const std::size_t o_idx = align8(n_start * sizeof(int));
+  const std::size_t o_in = o_idx + align8(n_idx * sizeof(int));
+  const std::size_t o_out = o_in + n_in * sizeof(double*);
+  const std::size_t o_rhs = o_out + n_out * sizeof(double*);
+  const std::size_t total = o_rhs + (f.any_rhs ? n_out * sizeof(double*) : 0);
+  std::vector<char> host(total);
+  std::memcpy(host.data(), f.step_start.data(), n_start * sizeof(int));
+  std::memcpy(host.data() + o_idx, f.idx.data(), n_idx * sizeof(int));
+  std::memcpy(host.data() + o_in, f.in.data(), n_in * sizeof(double*));
+  std::memcpy(host.data() + o_out, f.out.data(), n_out * sizeof(double*));
+  if (f.any_rhs) std::memcpy(host.data() + o_rhs, f.rhs.data(), n_out * sizeof(double*));
+  if (buf.size() < total) buf = DeviceBuffer<char>(std::max(total, 2 * buf.size()));
+  buf.upload(host.data(), total);
+  char* d = buf.data();
+  kernels::IntervalSteps iv;
+  iv.intervals = static_cast<int>(n_in);
+  iv.step_start = reinterpret_cast<const int*>(d);
+  iv.idx = reinterpret_cast<const int*>(d + o_idx);
+  iv.in = reinterpret_cast<const double* const*>(d + o_in);
+  iv.out = reinterpret_cast<double* const*>(d + o_out);
+  iv.rhs = f.any_rhs ? reinterpret_cast<const double* const*>(d + o_rhs) : nullptr;
+  return iv;
+}
 
-DeviceIntervals upload_intervals(const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
-                                 const std::vector<std::vector<double*>>& outs) {
-  const int nc = static_cast<int>(idx.size());
-  LP_REQUIRE(nc >= 1 && nc <= 65535, "block propagation needs 1..65535 intervals, got " << nc);
+// The host-vector form of the free wrappers as chains (pointers into idx and outs).
+std::vector<Propagator::Chain> as_chains(const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
+                                         const std::vector<std::vector<double*>>& outs) {
   LP_REQUIRE(in.size() == idx.size() && outs.size() == idx.size(),
              "block propagation needs one start state and one output list per interval, got "
                  << idx.size() << " index lists, " << in.size() << " start states and " << outs.size()
                  << " output lists");
-  std::vector<int> start(1, 0), flat;
-  std::vector<double*> out_flat;
-  for (int c = 0; c < nc; ++c) {
-    const int count = static_cast<int>(idx[c].size()) - 1;
-    LP_REQUIRE(count >= 1 && static_cast<int>(outs[c].size()) == count,
-               "interval " << c << " needs at least 2 indices and one output per step, got " << idx[c].size()
-                           << " indices and " << outs[c].size() << " outputs");
-    start.push_back(start.back() + count);
-    flat.insert(flat.end(), idx[c].begin(), idx[c].end());
-    out_flat.insert(out_flat.end(), outs[c].begin(), outs[c].end());
+  std::vector<Propagator::Chain> c;
+  for (std::size_t q = 0; q < idx.size(); ++q) {
+    const int count = static_cast<int>(idx[q].size()) - 1;
+    LP_REQUIRE(count >= 1 && static_cast<int>(outs[q].size()) == count,
+               "interval " << q << " needs at least 2 indices and one output per step, got " << idx[q].size()
+                           << " indices and " << outs[q].size() << " outputs");
+    c.push_back({idx[q].data(), count, in[q], outs[q].data(), nullptr});
   }
-  DeviceIntervals d{DeviceBuffer<int>(start), DeviceBuffer<int>(flat), DeviceBuffer<const double*>(in),
-                    DeviceBuffer<double*>(out_flat), {}};
-  d.view.intervals = nc;
-  d.view.step_start = d.step_start.data();
-  d.view.idx = d.idx.data();
-  d.view.in = d.in.data();
-  d.view.out = d.out.data();
-  return d;
+  return c;
+}
+
+void launch_block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
+                            const Propagator::Chain* chains, int n, DeviceBuffer<char>& scratch) {
+  const detail::FlatChains f = detail::flatten_chains(chains, n);
+  kernels::PropagateArgs a;
+  a.w = w;
+  a.s = s;
+  a.h = h;
+  a.K = K;
+  a.bias = bias;
+  a.iv = upload_chains(f, scratch);
+  const dim3 grid(blocks_for(s, kernels::kStepThreads), n);
+  dispatch(act, w, [&](auto A, auto WC) {
+    auto kern = block_propagate_kernel<decltype(A), decltype(WC)::value>;
+    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_propagate_shared(w)), a);
+  });
+}
+
+void launch_block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
+                          const Propagator::Chain* chains, int n, DeviceBuffer<char>& scratch) {
+  const detail::FlatChains f = detail::flatten_chains(chains, n);
+  kernels::AdjointPropagateArgs a;
+  a.w = w;
+  a.s = s;
+  a.layers = layers;
+  a.h = h;
+  a.K = K;
+  a.deriv = deriv;
+  a.first = first;
+  a.iv = upload_chains(f, scratch);
+  const dim3 grid(blocks_for(s, kernels::kStepThreads), n);
+  dispatch(Activation::Tanh, w, [&](auto, auto WC) {
+    auto kern = block_adjoint_kernel<decltype(WC)::value>;
+    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_adjoint_shared(w)), a);
+  });
 }
 
 // Adds the per-block partials (nblocks rows of len) in block order into the targets.
@@ -253,19 +317,9 @@ void cuda_block_propagate(Activation act, int w, int s, double h, const double* 
   require_cuda("cuda_block_propagate");
   require_width(w);
   if (s <= 0) return;
-  DeviceIntervals d = upload_intervals(idx, in, outs);
-  kernels::PropagateArgs a;
-  a.w = w;
-  a.s = s;
-  a.h = h;
-  a.K = K;
-  a.bias = bias;
-  a.iv = d.view;
-  const dim3 grid(blocks_for(s, kernels::kStepThreads), d.view.intervals);
-  dispatch(act, w, [&](auto A, auto WC) {
-    auto kern = block_propagate_kernel<decltype(A), decltype(WC)::value>;
-    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_propagate_shared(w)), a);
-  });
+  const std::vector<Propagator::Chain> c = as_chains(idx, in, outs);
+  DeviceBuffer<char> scratch;
+  launch_block_propagate(act, w, s, h, K, bias, c.data(), static_cast<int>(c.size()), scratch);
   // The interval arrays are freed on return: wait for the kernel that reads them.
   LP_CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -276,20 +330,9 @@ void cuda_block_adjoint_propagate(int w, int s, int layers, double h, const doub
   require_cuda("cuda_block_adjoint_propagate");
   require_width(w);
   if (s <= 0) return;
-  DeviceIntervals d = upload_intervals(idx, in, outs);
-  kernels::AdjointPropagateArgs a;
-  a.w = w;
-  a.s = s;
-  a.layers = layers;
-  a.h = h;
-  a.K = K;
-  a.deriv = deriv;
-  a.iv = d.view;
-  const dim3 grid(blocks_for(s, kernels::kStepThreads), d.view.intervals);
-  dispatch(Activation::Tanh, w, [&](auto, auto WC) {
-    auto kern = block_adjoint_kernel<decltype(WC)::value>;
-    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_adjoint_shared(w)), a);
-  });
+  const std::vector<Propagator::Chain> c = as_chains(idx, in, outs);
+  DeviceBuffer<char> scratch;
+  launch_block_adjoint(w, s, layers, h, K, deriv, 0, c.data(), static_cast<int>(c.size()), scratch);
   LP_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -350,8 +393,9 @@ double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, c
   return host[0];
 }
 
-double cuda_residual_norm(const double* a, const double* b, std::size_t n) {
-  require_cuda("cuda_residual_norm");
+namespace {
+// sum_k (a_k - b_k)^2 on the device, returned to the host (synchronises).
+double device_sumsq(const double* a, const double* b, std::size_t n) {
   if (n == 0) return 0.0;
   const int threads = 256;
   const long long needed = (static_cast<long long>(n) + threads - 1) / threads;
@@ -368,7 +412,114 @@ double cuda_residual_norm(const double* a, const double* b, std::size_t n) {
   launch_sum_partials(partial.data(), blocks, 1, t);
   double host = 0.0;
   total.download(&host, 1);
-  return std::sqrt(host);
+  return host;
+}
+}  // namespace
+
+double cuda_residual_norm(const double* a, const double* b, std::size_t n) {
+  require_cuda("cuda_residual_norm");
+  return std::sqrt(device_sumsq(a, b, n));
+}
+
+// ------------------------------------------------------------------ the device backend
+
+namespace {
+
+class CudaBackend final : public DeviceBackend {
+ public:
+  std::string name() const override { return "cuda"; }
+
+  double* allocate(std::size_t n) override {
+    auto* p = static_cast<double*>(detail::cuda_malloc(n * sizeof(double)));
+    detail::cuda_memset_zero(p, n * sizeof(double));
+    return p;
+  }
+  void release(double* p) noexcept override { detail::cuda_free(p); }
+  void* allocate_bytes(std::size_t bytes) override { return detail::cuda_malloc(std::max<std::size_t>(bytes, 1)); }
+  void release_bytes(void* p) noexcept override { detail::cuda_free(p); }
+  void upload_bytes(void* dst, const void* src, std::size_t bytes) override {
+    if (bytes > 0) detail::cuda_copy_to_device(dst, src, bytes);
+  }
+  void upload(double* dst, const double* src, std::size_t n) override {
+    if (n > 0) detail::cuda_copy_to_device(dst, src, n * sizeof(double));
+  }
+  void download(double* dst, const double* src, std::size_t n) const override {
+    if (n > 0) detail::cuda_copy_to_host(dst, src, n * sizeof(double));
+  }
+  void copy(double* dst, const double* src, std::size_t n) override {
+    if (dst != src && n > 0) LP_CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(double), cudaMemcpyDeviceToDevice));
+  }
+  void zero(double* dst, std::size_t n) override {
+    if (n > 0) detail::cuda_memset_zero(dst, n * sizeof(double));
+  }
+  void add(double* dst, const double* a, std::size_t n) override { element({kernels::ElementOp::Add, dst, a, nullptr, ll(n)}); }
+  void sum(double* dst, const double* a, const double* b, std::size_t n) override {
+    element({kernels::ElementOp::Sum, dst, a, b, ll(n)});
+  }
+  void fas(double* g, const double* gf, const double* p, std::size_t n) override {
+    element({kernels::ElementOp::Fas, g, gf, p, ll(n)});
+  }
+  double sum_sq_diff(const double* a, const double* b, std::size_t n) const override { return device_sumsq(a, b, n); }
+
+  void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
+                       const Propagator::Chain* chains, int n) override {
+    require_width(w);
+    if (s > 0) launch_block_propagate(act, w, s, h, K, bias, chains, n, scratch_);
+  }
+  void block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
+                     const Propagator::Chain* chains, int n) override {
+    require_width(w);
+    if (s > 0) launch_block_adjoint(w, s, layers, h, K, deriv, first, chains, n, scratch_);
+  }
+  void layer_derivs(Activation act, int w, int s, const double* K, const double* bias, int first, int count,
+                    const double* const* u, double* deriv) override {
+    require_width(w);
+    if (s <= 0 || count <= 0) return;
+    LP_REQUIRE(count <= 65535, "one launch takes at most 65535 layers, got " << count);
+    const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(double*);
+    if (ptrs_.size() < bytes) ptrs_ = DeviceBuffer<char>(bytes);
+    ptrs_.upload(reinterpret_cast<const char*>(u), bytes);
+    kernels::LayerDerivArgs a;
+    a.w = w;
+    a.s = s;
+    a.first = first;
+    a.K = K;
+    a.bias = bias;
+    a.u = reinterpret_cast<const double* const*>(ptrs_.data());
+    a.deriv = deriv;
+    const dim3 grid(blocks_for(s, kernels::kStepThreads), count);
+    dispatch(act, w, [&](auto A, auto WC) {
+      auto kern = layer_derivs_kernel<decltype(A), decltype(WC)::value>;
+      LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::layer_derivs_shared(w)), a);
+    });
+  }
+  void layer_gradient(int w, int s, const double* u, const double* lam_next, const double* deriv, double* gK,
+                      double* gb, double gscale) override {
+    // With deriv given the activation, K and b are not read.
+    cuda_layer_gradient(Activation::Tanh, w, nullptr, 0.0, u, lam_next, s, gK, gb, gscale, deriv);
+  }
+  double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
+                    int s, double scale, std::int64_t* correct, double* lam, double* gW, double* gmu) override {
+    return cuda_classifier_loss(w, nc, Wc, mu, U, labels, s, scale, correct, lam, gW, gmu);
+  }
+
+ private:
+  static long long ll(std::size_t n) { return static_cast<long long>(n); }
+  void element(const kernels::ElementArgs& e) {
+    if (e.n <= 0) return;
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<long long>((e.n + threads - 1) / threads, 1024));
+    LP_CUDA_LAUNCH(elementwise_kernel, blocks, threads, 0, e);
+  }
+  DeviceBuffer<char> scratch_;  // chain arrays of the last block launch
+  DeviceBuffer<char> ptrs_;     // state pointers of the last layer_derivs launch
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceBackend> make_cuda_backend() {
+  require_cuda("the CUDA device backend");
+  return std::make_unique<CudaBackend>();
 }
 
 }  // namespace layerparallel

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "layerparallel/cuda.h"
+#include "layerparallel/device_backend.h"
 
 namespace layerparallel {
 
@@ -68,5 +69,10 @@ void cuda_conv_layer_gradient(Activation, const ConvShape&, const double*, const
   unavailable("cuda_conv_layer_gradient");
 }
 void cuda_replicate_opening(const ConvShape&, const double*, double*, int) { unavailable("cuda_replicate_opening"); }
+
+std::unique_ptr<DeviceBackend> make_cuda_backend() {
+  unavailable("the CUDA device backend");
+  return nullptr;
+}
 
 }  // namespace layerparallel

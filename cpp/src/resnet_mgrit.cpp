@@ -61,14 +61,26 @@ ResNetMgrit::ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptio
       aprop_(net, batch),
       forward_(fprop_, net.layers(), forward, comm_, layer_partition(net, comm_, false)),
       adjoint_(aprop_, net.layers(), adjoint, comm_, layer_partition(net, comm_, true)),
-      u0_(net.state_size(batch)),
-      lamN_(net.state_size(batch)),
+      u0_(net.space(), net.state_size(batch)),
+      lamN_(net.space(), net.state_size(batch)),
       states_(net.layers() + 1, nullptr),
-      derivs_(static_cast<std::size_t>(layers_.size()) * net.state_size(batch)) {
+      derivs_(net.space(), static_cast<std::size_t>(layers_.size()) * net.state_size(batch)) {
   aprop_.set_states(&states_, derivs_.data(), static_cast<int>(layers_.begin));
 }
 
 void ResNetMgrit::reset() { started_ = false; }
+
+void ResNetMgrit::bcast_state(StateBuffer& v, int root) {
+  StateSpace& sp = net_.space();
+  if (sp.host()) {
+    comm_->bcast(v.data(), v.size(), root);
+    return;
+  }
+  std::vector<double> h(v.size());
+  sp.download(h.data(), v.data(), v.size());
+  comm_->bcast(h.data(), h.size(), root);
+  sp.upload(v.data(), h.data(), h.size());
+}
 
 std::vector<int> ResNetMgrit::foreign_layers() const {
   std::vector<int> out;
@@ -122,7 +134,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   // first rank computes u_0; the others need it only for the default guess (and
   // its norm for a relative tolerance, which must be the same everywhere).
   if (first) net_.opening(theta, X, s, u0_.data());
-  if (!started_ && nprocs_ > 1) comm_->bcast(u0_.data(), u0_.size(), 0);
+  if (!started_ && nprocs_ > 1) bcast_state(u0_, 0);
   fprop_.set_theta(theta);
   forward_.set_initial(u0_.data());
   if (!started_) forward_.reset();
@@ -139,7 +151,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   for (int n = a; n <= b; ++n) states_[n] = forward_.state(n);
 
   const double scale = 1.0 / s;
-  if (grad) std::fill(grad, grad + net_.param_size(), 0.0);
+  if (grad) net_.space().zero(grad, net_.param_size());
   double sums[2] = {0.0, 0.0};  // loss, correct (this process's part)
   if (last) {
     std::int64_t correct = 0;
@@ -183,11 +195,13 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   // Every adjoint step through layer n (any level, any cycle) needs the same
   // act'(K_n u_n + b_n): compute it once per owned layer.
   const std::size_t sz = net_.state_size(s);
-#pragma omp parallel for schedule(static) if (b - a > 1)
+  // (Device-resident networks launch from one thread.)
+  const bool threads = b - a > 1 && net_.space().host();
+#pragma omp parallel for schedule(static) if (threads)
   for (int n = a; n < b; ++n)
     net_.activation_deriv(theta, n, states_[n], derivs_.data() + static_cast<std::size_t>(n - a) * sz, s);
   aprop_.set_theta(theta);
-  if (!started_ && nprocs_ > 1) comm_->bcast(lamN_.data(), lamN_.size(), nprocs_ - 1);
+  if (!started_ && nprocs_ > 1) bcast_state(lamN_, nprocs_ - 1);
   adjoint_.set_initial(lamN_.data());
   if (!started_) adjoint_.reset();
   if (rel_tol_ > 0.0 && adjoint_budget < 0) {
@@ -203,7 +217,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   const double h = net_.h();
   std::vector<const double*> lam(static_cast<std::size_t>(b - a));
   for (int n = a; n < b; ++n) lam[n - a] = adjoint_.state(N - n - 1);
-#pragma omp parallel for schedule(static) if (b - a > 1)
+#pragma omp parallel for schedule(static) if (threads)
   for (int n = a; n < b; ++n)
     net_.layer_gradient(theta, n, states_[n], lam[n - a], s, grad, h, derivs_.data() + static_cast<std::size_t>(n - a) * sz);
   if (first) net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);

@@ -139,11 +139,26 @@ struct IntervalSteps {
   const int* idx = nullptr;         ///< fine indices, count_c + 1 per interval
   const double* const* in = nullptr;  ///< start state of each interval, (s, w)
   double* const* out = nullptr;       ///< output of each step, (s, w), step_start[intervals] slots
+  /// Right-hand side added to each step's output (MGRIT's coarse levels), one
+  /// slot per step like out; null (all of it, or a slot) means none.
+  const double* const* rhs = nullptr;
 
   LP_HOST_DEVICE int count(int c) const { return step_start[c + 1] - step_start[c]; }
   LP_HOST_DEVICE int index(int c, int k) const { return idx[step_start[c] + c + k]; }
   LP_HOST_DEVICE double* output(int c, int k) const { return out[step_start[c] + k]; }
+  LP_HOST_DEVICE const double* rhs_of(int c, int k) const { return rhs ? rhs[step_start[c] + k] : nullptr; }
 };
+
+/// Writes one step's result of example row `o`: dst = nxt (+ g), and carries it in cur.
+template <int W>
+LP_HOST_DEVICE inline void store_step(int w, const double* LP_RESTRICT nxt, const double* LP_RESTRICT g,
+                                      double* LP_RESTRICT dst, double* LP_RESTRICT cur) {
+  for (int r = 0; r < width_of<W>(w); ++r) {
+    const double v = g ? nxt[r] + g[r] : nxt[r];
+    dst[r] = v;
+    cur[r] = v;
+  }
+}
 
 /// Forward: layer idx[k] with step size (idx[k+1] - idx[k]) h (injected weights, coarse step).
 struct PropagateArgs {
@@ -183,11 +198,9 @@ LP_HOST_DEVICE inline void block_propagate_step(int k, Idx3 block, Idx3 thread, 
   const int n0 = a.iv.index(c, k), n1 = a.iv.index(c, k + 1);
   double nxt[kMaxWidth];
   dense_step_example<Act, W>(w, sh, a.bias[n0], (n1 - n0) * a.h, cur, nxt);
-  double* dst = a.iv.output(c, k) + static_cast<std::size_t>(i) * w;
-  for (int r = 0; r < width_of<W>(w); ++r) {
-    dst[r] = nxt[r];
-    cur[r] = nxt[r];
-  }
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  const double* g = a.iv.rhs_of(c, k);
+  store_step<W>(w, nxt, g ? g + o : nullptr, a.iv.output(c, k) + o, cur);
 }
 
 // ================================================================== block adjoint propagation
@@ -200,7 +213,8 @@ struct AdjointPropagateArgs {
   int w = 0, s = 0, layers = 0;
   double h = 0.0;
   const double* K = nullptr;       ///< (layers, w, w)
-  const double* deriv = nullptr;   ///< (layers, s, w): deriv of layer n at deriv + n s w
+  const double* deriv = nullptr;   ///< deriv of layer n at deriv + (n - first) s w
+  int first = 0;                   ///< first layer held in deriv
   IntervalSteps iv;
 };
 
@@ -222,12 +236,68 @@ LP_HOST_DEVICE inline void block_adjoint_step(int k, Idx3 block, Idx3 thread, Id
   const int n1 = a.layers - a.iv.index(c, k), n0 = a.layers - a.iv.index(c, k + 1);
   const std::size_t o = static_cast<std::size_t>(i) * w;
   double d[kMaxWidth], nxt[kMaxWidth];
-  dense_adjoint_deriv_example<W>(w, sh, (n1 - n0) * a.h, a.deriv + static_cast<std::size_t>(n0) * a.s * w + o, cur,
+  dense_adjoint_deriv_example<W>(w, sh, (n1 - n0) * a.h, a.deriv + static_cast<std::size_t>(n0 - a.first) * a.s * w + o, cur,
                                  d, nxt);
-  double* dst = a.iv.output(c, k) + o;
-  for (int r = 0; r < width_of<W>(w); ++r) {
-    dst[r] = nxt[r];
-    cur[r] = nxt[r];
+  const double* g = a.iv.rhs_of(c, k);
+  store_step<W>(w, nxt, g ? g + o : nullptr, a.iv.output(c, k) + o, cur);
+}
+
+// ================================================================== activation derivatives
+// deriv_j = act'(K_n u_n + b_n) for layers n = first + j, j = 0..count-1 (the
+// adjoint's linearisation, computed once per evaluation): block row grid.y = j,
+// one thread per example. u[j] points at the state u_n; deriv is (count, s, w).
+// Phases: layer_derivs_load | layer_derivs_compute. Shared: w*w doubles (K_n^T).
+
+struct LayerDerivArgs {
+  int w = 0, s = 0, first = 0;
+  const double* K = nullptr;           ///< (layers, w, w)
+  const double* bias = nullptr;        ///< (layers)
+  const double* const* u = nullptr;    ///< count state pointers
+  double* deriv = nullptr;             ///< (count, s, w)
+};
+
+LP_HOST_DEVICE inline int layer_derivs_shared(int w) { return w * w; }
+
+LP_HOST_DEVICE inline void layer_derivs_load(Idx3 block, Idx3 thread, Idx3 block_dim, const LayerDerivArgs& a,
+                                             double* sh) {
+  const int n = a.first + block.y;
+  load_transposed(thread, block_dim, a.w, a.K + static_cast<std::size_t>(n) * a.w * a.w, sh);
+}
+
+template <class Act, int W>
+LP_HOST_DEVICE inline void layer_derivs_compute(Idx3 block, Idx3 thread, Idx3 block_dim, const LayerDerivArgs& a,
+                                                const double* LP_RESTRICT sh) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= a.s) return;
+  const int j = block.y, w = a.w;
+  const std::size_t o = static_cast<std::size_t>(i) * w;
+  dense_deriv_example<Act, W>(w, sh, a.bias[a.first + j], a.u[j] + o,
+                              a.deriv + static_cast<std::size_t>(j) * a.s * w + o);
+}
+
+// ================================================================== elementwise state arithmetic
+// The MGRIT engine's operations on states (StateSpace): a grid-stride loop.
+enum class ElementOp : int { Zero = 0, Copy = 1, Add = 2, Sum = 3, Fas = 4 };
+
+struct ElementArgs {
+  ElementOp op = ElementOp::Zero;
+  double* dst = nullptr;
+  const double* a = nullptr;  ///< Copy/Add/Sum: first operand; Fas: g_f (may be null)
+  const double* b = nullptr;  ///< Sum: second operand; Fas: the prediction p
+  long long n = 0;
+};
+
+LP_HOST_DEVICE inline void elementwise(Idx3 block, Idx3 thread, Idx3 block_dim, Idx3 grid_dim,
+                                       const ElementArgs& e) {
+  const long long stride = static_cast<long long>(block_dim.x) * grid_dim.x;
+  for (long long k = example_of(block, thread, block_dim); k < e.n; k += stride) {
+    switch (e.op) {
+      case ElementOp::Zero: e.dst[k] = 0.0; break;
+      case ElementOp::Copy: e.dst[k] = e.a[k]; break;
+      case ElementOp::Add: e.dst[k] += e.a[k]; break;
+      case ElementOp::Sum: e.dst[k] = e.a[k] + e.b[k]; break;
+      case ElementOp::Fas: e.dst[k] = (e.a ? e.a[k] + e.b[k] : e.b[k]) - e.dst[k]; break;
+    }
   }
 }
 

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "layerparallel/activation_impl.h"
+#include "layerparallel/propagator.h"
+#include "layerparallel/state_space.h"
 
 namespace layerparallel {
 
@@ -117,6 +119,17 @@ class ResidualNetwork {
                                  const double* const*, int, const double*) const {
     return false;
   }
+
+  // ---- where the states live (a device-resident network keeps them in device memory)
+  /// The memory of states, parameters and gradients passed to this network's
+  /// functions (host memory unless the network is device-resident).
+  virtual StateSpace& space() const { return host_space(); }
+  /// True when the network relaxes several chains of one level at once
+  /// (Propagator::propagate_chains); then the two functions below are used.
+  virtual bool fuses_chains() const { return false; }
+  virtual void propagate_chains(const double*, const Propagator::Chain*, int, int) const {}
+  /// The adjoint chains; derivs holds act'(.) of layers first.. (one state each).
+  virtual void adjoint_propagate_chains(const double*, const Propagator::Chain*, int, int, const double*, int) const {}
 
   // ---- serial sweeps (generic: one step per layer; implementations may fuse)
   /// states: (N+1) * state_size(s); state n at states + n * state_size(s).

@@ -24,10 +24,13 @@ class ResNetForwardPropagator final : public Propagator {
   ResNetForwardPropagator(const ResidualNetwork& net, int batch) : net_(net), batch_(batch) {}
   void set_theta(const double* theta) { theta_ = theta; }
   std::size_t state_size() const override { return net_.state_size(batch_); }
+  StateSpace& space() const override { return net_.space(); }
   void step(int level, int i0, int i1, const double* in, double* out) override;
   /// The network's fused chain when it has one (ResidualNetwork::propagate).
   void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs = nullptr) override;
+  bool fuses_chains() const override { return net_.fuses_chains(); }
+  void propagate_chains(int, const Chain* chains, int n) override { net_.propagate_chains(theta_, chains, n, batch_); }
 
  private:
   const ResidualNetwork& net_;
@@ -51,9 +54,14 @@ class ResNetAdjointPropagator final : public Propagator {
     first_layer_ = first_layer;
   }
   std::size_t state_size() const override { return net_.state_size(batch_); }
+  StateSpace& space() const override { return net_.space(); }
   void step(int level, int k0, int k1, const double* in, double* out) override;
   void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs = nullptr) override;
+  bool fuses_chains() const override { return net_.fuses_chains() && derivs_ != nullptr; }
+  void propagate_chains(int, const Chain* chains, int n) override {
+    net_.adjoint_propagate_chains(theta_, chains, n, batch_, derivs_, first_layer_);
+  }
 
  private:
   const ResidualNetwork& net_;
@@ -134,6 +142,8 @@ class ResNetMgrit {
   int batch() const { return batch_; }
 
  private:
+  void bcast_state(StateBuffer& v, int root);
+
   const ResidualNetwork& net_;
   int batch_;
   int spec_layers_;
@@ -146,9 +156,9 @@ class ResNetMgrit {
   Mgrit forward_, adjoint_;
   bool started_ = false;
   double rel_tol_ = 0.0;
-  std::vector<double> u0_, lamN_;
+  StateBuffer u0_, lamN_;       // in the network's memory (net.space())
   std::vector<const double*> states_;
-  std::vector<double> derivs_;  // act'(K_n u_n + b_n) of the current trajectory, per layer
+  StateBuffer derivs_;          // act'(K_n u_n + b_n) of the current trajectory, per owned layer
 };
 
 }  // namespace layerparallel

@@ -1,0 +1,82 @@
+// The launch layer of the device-resident backend: device memory (a
+// StateSpace, so the MGRIT engine keeps its states there) and the dense-layer
+// kernels on it. Two implementations run the very same kernel bodies
+// (dense_kernels_impl.h):
+//   - "cuda": real launches on a GPU (cuda/device_backend.cu, CUDA builds);
+//   - "emulator": the bodies over their launch grid on the CPU, in host memory
+//     (grid_emulator.h). Slow, but it runs the whole device-resident training
+//     (orchestration and kernels) where no GPU exists; the tests use it.
+// Every pointer argument is a pointer in the backend's memory unless it says
+// "host".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layerparallel/activation_impl.h"
+#include "layerparallel/dense_kernels_impl.h"
+#include "layerparallel/propagator.h"
+#include "layerparallel/state_space.h"
+
+namespace layerparallel {
+
+class DeviceBackend : public StateSpace {
+ public:
+  bool host() const override { return false; }
+  /// "cuda" or "emulator".
+  virtual std::string name() const = 0;
+
+  /// Raw device memory (labels); released with release_bytes.
+  virtual void* allocate_bytes(std::size_t bytes) = 0;
+  virtual void release_bytes(void* p) noexcept = 0;
+  virtual void upload_bytes(void* dst, const void* host_src, std::size_t bytes) = 0;
+
+  /// Every chain of a level in one launch (block propagation): chain q steps from
+  /// chains[q].in through fine indices idx[0..count] with layer idx[k] and step size
+  /// (idx[k+1] - idx[k]) h, outs[k] = step + rhs[k] (rhs, or an entry, may be null).
+  /// K is (layers, w, w), bias (layers). The Chain arrays are host memory.
+  virtual void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
+                               const Propagator::Chain* chains, int n) = 0;
+  /// The adjoint chains in reversed index k = N - n (ResNetAdjointPropagator): a step
+  /// k0 -> k1 uses layer n0 = layers - k1, step (k1 - k0) h and deriv + (n0 - first) s w.
+  virtual void block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
+                             const Propagator::Chain* chains, int n) = 0;
+  /// deriv + j s w = act'(K_n u_n + b_n) for n = first + j, j < count; u: host array of count pointers.
+  virtual void layer_derivs(Activation act, int w, int s, const double* K, const double* bias, int first, int count,
+                            const double* const* u, double* deriv) = 0;
+  /// gK += gscale D^T u, gb += gscale sum(D), D = deriv * lam_next (gK w*w, gb 1 double). Deterministic.
+  virtual void layer_gradient(int w, int s, const double* u, const double* lam_next, const double* deriv, double* gK,
+                              double* gb, double gscale) = 0;
+  /// Summed softmax cross-entropy (returned) and hits (*correct, host, may be null);
+  /// lam (may be null) receives Wc^T (p - onehot) scale per example; gW (nc, w) and gmu
+  /// (nc) are accumulated when gW != nullptr. labels: int64 in device memory.
+  virtual double classifier(int w, int nc, const double* Wc, const double* mu, const double* U,
+                            const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
+                            double* gW, double* gmu) = 0;
+};
+
+/// "cuda" (throws std::runtime_error with cuda_status()'s reason when unusable) or
+/// "emulator". Anything else throws std::invalid_argument.
+std::unique_ptr<DeviceBackend> make_device_backend(const std::string& device);
+
+/// The emulator backend (CPU, host memory, kernel bodies over their launch grid).
+std::unique_ptr<DeviceBackend> make_emulated_backend();
+/// The CUDA backend; in a build without CUDA this throws "built without CUDA".
+std::unique_ptr<DeviceBackend> make_cuda_backend();
+
+namespace detail {
+/// Chains flattened into the arrays kernels::IntervalSteps points at (host copies).
+struct FlatChains {
+  std::vector<int> step_start{0}, idx;
+  std::vector<const double*> in;
+  std::vector<double*> out;
+  std::vector<const double*> rhs;
+  bool any_rhs = false;
+};
+FlatChains flatten_chains(const Propagator::Chain* chains, int n);
+}  // namespace detail
+
+}  // namespace layerparallel

@@ -1,0 +1,124 @@
+// Device-resident training of the dense ResNet: the network's building blocks
+// on a DeviceBackend (states, adjoints, activation derivatives, parameters and
+// gradients in device memory), and the ResNet MGRIT solver running on them.
+// The MGRIT engine keeps its states in the backend's memory (StateSpace) and
+// relaxes every interval of a level in one block-propagation launch.
+//
+// What stays on the host: the opening layer (n_features inputs per example;
+// its output is uploaded, one state per evaluation, and its gradient needs one
+// state downloaded), the regularisers (parameter-sized), and the optimiser:
+// the parameters are uploaded and the gradient downloaded once per evaluation
+// (parameter-sized copies; states never cross).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layerparallel/device_backend.h"
+#include "layerparallel/network.h"
+#include "layerparallel/resnet_mgrit.h"
+
+namespace layerparallel {
+
+/// DenseResNet's functions on device pointers (theta, states, gradients in the
+/// backend's memory), except where a function says "host". Widths up to 32.
+class DeviceDenseResNet final : public ResidualNetwork {
+ public:
+  DeviceDenseResNet(const NetworkSpec& spec, std::shared_ptr<DeviceBackend> backend);
+
+  const NetworkSpec& spec() const { return host_.spec(); }
+  const ParamLayout& layout() const { return host_.layout(); }
+  DeviceBackend& backend() const { return *dev_; }
+  /// The host copy of the parameters the next calls use for the host parts
+  /// (opening, regularisers); must equal the device theta passed to them.
+  void set_host_theta(const double* theta) { host_theta_ = theta; }
+
+  int layers() const override { return host_.layers(); }
+  double h() const override { return host_.h(); }
+  int input_size() const override { return host_.input_size(); }
+  int classes() const override { return host_.classes(); }
+  int state_width() const override { return host_.state_width(); }
+  std::size_t param_size() const override { return host_.param_size(); }
+  StateSpace& space() const override { return *dev_; }
+  bool fuses_chains() const override { return true; }
+
+  /// X is host memory; U0 device.
+  void opening(const double* theta, const double* X, int s, double* U0) const override;
+  /// dt must be a whole number of h (as every MGRIT step is); deriv must be null.
+  void step(const double* theta, int n, double dt, const double* in, double* out, int s,
+            double* deriv = nullptr) const override;
+  /// Needs deriv (act'(.) of layer n); grad must be null (layer_gradient computes it).
+  void adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next, double* lam,
+                    int s, double* grad = nullptr, double gscale = 0.0,
+                    const double* deriv = nullptr) const override;
+  /// Needs deriv.
+  void layer_gradient(const double* theta, int n, const double* u, const double* lam_next, int s, double* grad,
+                      double gscale, const double* deriv = nullptr) const override;
+  void activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const override;
+  /// labels: int64 in device memory.
+  double classifier(const double* theta, const double* UN, const std::int64_t* labels, int s, double scale,
+                    std::int64_t* correct, double* lam, double* grad) const override;
+  /// X is host memory.
+  void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
+                        double* grad) const override;
+  double regularization(const double* theta, const Regularization& reg, double* grad) const override;
+  void classifier_logits(const double* theta, const double* UN, int s, double* Z) const override;
+  bool propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                 const double* const* rhs, int s) const override;
+  bool adjoint_propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                         const double* const* rhs, int s, const double* derivs) const override;
+  void propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s) const override;
+  void adjoint_propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s,
+                                const double* derivs, int first) const override;
+  /// The serial sweeps run as a one-level ResNetMgrit on the device: these throw.
+  void forward_sweep(const double* theta, const double* X, int s, double* states,
+                     double* derivs = nullptr) const override;
+  void backward_sweep(const double* theta, const double* X, const double* states, const double* lamN, int s,
+                      double* grad, const double* derivs = nullptr) const override;
+
+ private:
+  const double* K(const double* theta) const { return theta + host_.layout().weights; }
+  const double* bias(const double* theta) const { return theta + host_.layout().biases; }
+  /// grad[begin, begin + n) += host values.
+  void add_host(double* grad, std::size_t begin, const double* values, std::size_t n) const;
+  const double* host_theta() const;
+
+  DenseResNet host_;
+  std::shared_ptr<DeviceBackend> dev_;
+  const double* host_theta_ = nullptr;
+};
+
+/// ResNetMgrit on a device: host arrays in and out (theta, features, labels,
+/// gradient), everything between on the device. device = "cuda" or "emulator".
+class DeviceResNetMgrit {
+ public:
+  DeviceResNetMgrit(const NetworkSpec& spec, int batch, MgritOptions forward, MgritOptions adjoint, Comm* comm,
+                    const std::string& device);
+  ~DeviceResNetMgrit();
+  DeviceResNetMgrit(const DeviceResNetMgrit&) = delete;
+  DeviceResNetMgrit& operator=(const DeviceResNetMgrit&) = delete;
+
+  /// ResNetMgrit::evaluate with host theta (param_size), X (batch, n_features),
+  /// labels (batch) and grad (param_size, overwritten; may be null).
+  MgritEvaluation evaluate(const double* theta, const double* X, const std::int64_t* labels,
+                           const Regularization& reg, double* grad, int forward_budget, int adjoint_budget);
+  /// Copies u_n / lambda_n of the last evaluation to host memory (state_size doubles).
+  void state(int n, double* out);
+  void adjoint(int n, double* out);
+
+  ResNetMgrit& solver() { return *solver_; }
+  const DeviceDenseResNet& network() const { return net_; }
+  std::string device() const { return dev_->name(); }
+
+ private:
+  std::shared_ptr<DeviceBackend> dev_;
+  DeviceDenseResNet net_;
+  std::unique_ptr<ResNetMgrit> solver_;
+  StateBuffer theta_, grad_;
+  void* labels_ = nullptr;
+  int batch_;
+};
+
+}  // namespace layerparallel

@@ -1,0 +1,299 @@
+// The "emulator" device: the CUDA kernels' bodies run on the CPU over the same
+// launch grids, block sizes, shared-memory sizes and phases as
+// cuda/device_backend.cu launches them, on host memory. Slow (one thread at a
+// time), exact in what it computes: it is how device-resident training is
+// tested on machines without a GPU.
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "layerparallel/device_backend.h"
+#include "layerparallel/grid_emulator.h"
+#include "layerparallel/macros.h"
+
+namespace layerparallel {
+
+namespace detail {
+
+FlatChains flatten_chains(const Propagator::Chain* chains, int n) {
+  LP_REQUIRE(n >= 1 && n <= 65535, "block propagation needs 1..65535 chains, got " << n);
+  FlatChains f;
+  for (int q = 0; q < n; ++q) {
+    const Propagator::Chain& c = chains[q];
+    LP_REQUIRE(c.count >= 1, "chain " << q << " of a block propagation has no step");
+    f.step_start.push_back(f.step_start.back() + c.count);
+    f.idx.insert(f.idx.end(), c.idx, c.idx + c.count + 1);
+    f.in.push_back(c.in);
+    f.out.insert(f.out.end(), c.outs, c.outs + c.count);
+    for (int k = 0; k < c.count; ++k) {
+      const double* g = c.rhs ? c.rhs[k] : nullptr;
+      f.rhs.push_back(g);
+      f.any_rhs = f.any_rhs || g != nullptr;
+    }
+  }
+  return f;
+}
+
+}  // namespace detail
+
+namespace {
+
+using emu::Block;
+using emu::run_grid;
+using kernels::Idx3;
+
+int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
+
+// The compile-time widths the CUDA dispatcher instantiates (8, 16, 32; 0 = any).
+template <class F>
+void with_width(int w, F&& f) {
+  switch (w) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
+  }
+}
+
+void require_width(int w) {
+  LP_REQUIRE(w >= 1 && w <= kernels::kMaxWidth,
+             "the device kernels take widths 1.." << kernels::kMaxWidth << ", got " << w);
+}
+
+kernels::IntervalSteps view(const detail::FlatChains& f) {
+  kernels::IntervalSteps iv;
+  iv.intervals = static_cast<int>(f.in.size());
+  iv.step_start = f.step_start.data();
+  iv.idx = f.idx.data();
+  iv.in = f.in.data();
+  iv.out = f.out.data();
+  iv.rhs = f.any_rhs ? f.rhs.data() : nullptr;
+  return iv;
+}
+
+class EmulatedBackend final : public DeviceBackend {
+ public:
+  std::string name() const override { return "emulator"; }
+
+  // ---- memory: host memory (StateSpace's defaults), arithmetic through the kernel bodies
+  void* allocate_bytes(std::size_t bytes) override { return ::operator new(std::max<std::size_t>(bytes, 1)); }
+  void release_bytes(void* p) noexcept override { ::operator delete(p); }
+  void upload_bytes(void* dst, const void* src, std::size_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+  }
+
+  void zero(double* dst, std::size_t n) override { element({kernels::ElementOp::Zero, dst, nullptr, nullptr, ll(n)}); }
+  void copy(double* dst, const double* src, std::size_t n) override {
+    if (dst != src) element({kernels::ElementOp::Copy, dst, src, nullptr, ll(n)});
+  }
+  void add(double* dst, const double* a, std::size_t n) override {
+    element({kernels::ElementOp::Add, dst, a, nullptr, ll(n)});
+  }
+  void sum(double* dst, const double* a, const double* b, std::size_t n) override {
+    element({kernels::ElementOp::Sum, dst, a, b, ll(n)});
+  }
+  void fas(double* g, const double* gf, const double* p, std::size_t n) override {
+    element({kernels::ElementOp::Fas, g, gf, p, ll(n)});
+  }
+
+  double sum_sq_diff(const double* a, const double* b, std::size_t n) const override {
+    if (n == 0) return 0.0;
+    const int threads = 256;
+    const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
+    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    std::vector<double> partial(static_cast<std::size_t>(blocks));
+    run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_load(blk, t, bd, grid, a, b, ll(n), sh); });
+      for (int stride = threads / 2; stride > 0; stride /= 2)
+        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
+      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
+    });
+    double total = 0.0;
+    kernels::PartialTargets tg;
+    tg.dst[0] = &total;
+    tg.end[0] = tg.end[1] = tg.end[2] = 1;
+    sum_partials(partial.data(), blocks, 1, tg);
+    return total;
+  }
+
+  // ---- kernels
+  void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
+                       const Propagator::Chain* chains, int n) override {
+    require_width(w);
+    if (s <= 0) return;
+    const detail::FlatChains f = detail::flatten_chains(chains, n);
+    kernels::PropagateArgs a;
+    a.w = w;
+    a.s = s;
+    a.h = h;
+    a.K = K;
+    a.bias = bias;
+    a.iv = view(f);
+    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), n, 1};
+    with_activation(act, [&](auto A) {
+      with_width(w, [&](auto WC) {
+        constexpr int W = decltype(WC)::value;
+        run_grid(grid, bd, kernels::block_propagate_shared(w), kernels::kMaxWidth, false, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, w, s, a.iv, cur); });
+          const int steps = kernels::block_propagate_steps(blk, a.iv);
+          for (int k = 0; k < steps; ++k) {
+            B.phase([&](Idx3 t, double* sh, double*) { kernels::block_propagate_load(k, blk, t, bd, a, sh); });
+            B.phase([&](Idx3 t, double* sh, double* cur) {
+              kernels::block_propagate_step<decltype(A), W>(k, blk, t, bd, a, sh, cur);
+            });
+          }
+        });
+      });
+    });
+  }
+
+  void block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
+                     const Propagator::Chain* chains, int n) override {
+    require_width(w);
+    if (s <= 0) return;
+    const detail::FlatChains f = detail::flatten_chains(chains, n);
+    kernels::AdjointPropagateArgs a;
+    a.w = w;
+    a.s = s;
+    a.layers = layers;
+    a.h = h;
+    a.K = K;
+    a.deriv = deriv;
+    a.first = first;
+    a.iv = view(f);
+    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), n, 1};
+    with_width(w, [&](auto WC) {
+      constexpr int W = decltype(WC)::value;
+      run_grid(grid, bd, kernels::block_adjoint_shared(w), kernels::kMaxWidth, false, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, w, s, a.iv, cur); });
+        const int steps = kernels::block_propagate_steps(blk, a.iv);
+        for (int k = 0; k < steps; ++k) {
+          B.phase([&](Idx3 t, double* sh, double*) { kernels::block_adjoint_load(k, blk, t, bd, a, sh); });
+          B.phase([&](Idx3 t, double* sh, double* cur) { kernels::block_adjoint_step<W>(k, blk, t, bd, a, sh, cur); });
+        }
+      });
+    });
+  }
+
+  void layer_derivs(Activation act, int w, int s, const double* K, const double* bias, int first, int count,
+                    const double* const* u, double* deriv) override {
+    require_width(w);
+    if (s <= 0 || count <= 0) return;
+    kernels::LayerDerivArgs a;
+    a.w = w;
+    a.s = s;
+    a.first = first;
+    a.K = K;
+    a.bias = bias;
+    a.u = u;
+    a.deriv = deriv;
+    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), count, 1};
+    with_activation(act, [&](auto A) {
+      with_width(w, [&](auto WC) {
+        constexpr int W = decltype(WC)::value;
+        run_grid(grid, bd, kernels::layer_derivs_shared(w), 0, false, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_derivs_load(blk, t, bd, a, sh); });
+          B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_derivs_compute<decltype(A), W>(blk, t, bd, a, sh); });
+        });
+      });
+    });
+  }
+
+  void layer_gradient(int w, int s, const double* u, const double* lam_next, const double* deriv, double* gK,
+                      double* gb, double gscale) override {
+    require_width(w);
+    if (s <= 0) return;
+    const int threads = kernels::kReduceThreads;
+    const int blocks = blocks_for(s, threads);
+    const int len = kernels::layer_gradient_len(w);
+    std::vector<double> partial(static_cast<std::size_t>(blocks) * len);
+    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    // With deriv given, the activation and K are not read (TanhAct is a placeholder).
+    with_width(w, [&](auto WC) {
+      constexpr int W = decltype(WC)::value;
+      run_grid(grid, bd, kernels::layer_gradient_shared(w, threads), 0, false, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_gradient_load(t, bd, w, nullptr, deriv, sh); });
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::layer_gradient_rows<TanhAct, W>(blk, t, bd, w, 0.0, u, lam_next, deriv, s, sh);
+        });
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::layer_gradient_entries(blk, t, bd, w, u, s, gscale, sh, partial.data());
+        });
+      });
+    });
+    kernels::PartialTargets tg;
+    tg.dst[0] = gK;
+    tg.end[0] = w * w;
+    tg.dst[1] = gb;
+    tg.end[1] = tg.end[2] = len;
+    sum_partials(partial.data(), blocks, len, tg);
+  }
+
+  double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
+                    int s, double scale, std::int64_t* correct, double* lam, double* gW, double* gmu) override {
+    require_width(w);
+    LP_REQUIRE(nc >= 1 && nc <= kernels::kMaxClasses,
+               "the device classifier takes 1.." << kernels::kMaxClasses << " classes, got " << nc);
+    if (s <= 0) {
+      if (correct) *correct = 0;
+      return 0.0;
+    }
+    const bool grad = gW != nullptr;
+    const int threads = kernels::kReduceThreads;
+    const int blocks = blocks_for(s, threads);
+    const int len = kernels::classifier_len(w, nc, grad);
+    std::vector<double> partial(static_cast<std::size_t>(blocks) * len);
+    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    run_grid(grid, bd, kernels::classifier_shared(nc, threads), 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double* sh, double*) {
+        kernels::classifier_rows(blk, t, bd, w, nc, Wc, mu, U, labels, s, scale, lam, sh);
+      });
+      B.phase([&](Idx3 t, double* sh, double*) {
+        kernels::classifier_entries(blk, t, bd, w, nc, U, s, grad, sh, partial.data());
+      });
+    });
+    double totals[2] = {0.0, 0.0};
+    kernels::PartialTargets tg;
+    tg.dst[0] = totals;
+    tg.end[0] = 2;
+    tg.dst[1] = gW;
+    tg.end[1] = grad ? 2 + nc * w : 2;
+    tg.dst[2] = gmu;
+    tg.end[2] = len;
+    sum_partials(partial.data(), blocks, len, tg);
+    if (correct) *correct = static_cast<std::int64_t>(totals[1]);
+    return totals[0];
+  }
+
+ private:
+  static long long ll(std::size_t n) { return static_cast<long long>(n); }
+
+  void element(const kernels::ElementArgs& e) const {
+    if (e.n <= 0) return;
+    const int threads = 256;
+    const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(e.n, threads), 1024), 1, 1};
+    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double*) { kernels::elementwise(blk, t, bd, grid, e); });
+    });
+  }
+
+  static void sum_partials(const double* partial, int nblocks, int len, const kernels::PartialTargets& t) {
+    const Idx3 bd{128, 1, 1}, grid{blocks_for(len, 128), 1, 1};
+    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 th, double*, double*) { kernels::sum_partials(blk, th, bd, partial, nblocks, len, t); });
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceBackend> make_emulated_backend() { return std::make_unique<EmulatedBackend>(); }
+
+std::unique_ptr<DeviceBackend> make_device_backend(const std::string& device) {
+  if (device == "emulator") return make_emulated_backend();
+  if (device == "cuda") return make_cuda_backend();
+  LP_REQUIRE(false, "device must be 'cuda' or 'emulator' for a device backend, got '" << device << "'");
+  return nullptr;
+}
+
+}  // namespace layerparallel

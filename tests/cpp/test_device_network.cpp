@@ -1,0 +1,297 @@
+// Device-resident training (DeviceResNetMgrit) on the "emulator" device: the
+// CUDA kernel bodies over their launch grids on the CPU, driven by the same
+// orchestration as on a GPU (states in the backend's memory, every interval of
+// a level in one block launch, right-hand sides on coarse levels, staged
+// messages between processes). Compared with the CPU ResNetMgrit, which the
+// other tests check against serial sweeps and finite differences. The
+// CudaDevice cases repeat the comparison on a GPU and skip without one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "layerparallel/cuda.h"
+#include "layerparallel/device_network.h"
+#include "layerparallel/resnet_mgrit.h"
+#include "reference.h"
+#include "thread_comm.h"
+
+using namespace layerparallel;
+using namespace lptest;
+
+namespace {
+
+struct Problem {
+  NetworkSpec spec;
+  std::vector<double> theta, X;
+  std::vector<std::int64_t> y;
+  int s;
+};
+
+Problem make_problem(int N, int w, Activation act, Opening op, int s, unsigned seed) {
+  Problem p;
+  p.spec.n_features = 2;
+  p.spec.n_classes = 5;
+  p.spec.width = w;
+  p.spec.layers = N;
+  p.spec.T = 2.0;
+  p.spec.activation = act;
+  p.spec.opening = op;
+  p.s = s;
+  DenseResNet net(p.spec);
+  p.theta = random_vector(net.layout().size, -0.7, 0.7, seed);
+  p.X = random_vector(static_cast<std::size_t>(s) * 2, -2, 2, seed + 1);
+  for (int i = 0; i < s; ++i) p.y.push_back((i * 7 + 3) % 5);
+  return p;
+}
+
+MgritOptions options(int m, const std::string& store = "all", int levels = 10) {
+  MgritOptions o;
+  o.cfactor = m;
+  o.min_coarse = 2;
+  o.max_levels = levels;
+  o.relax = {"F", "FCF"};
+  o.store = store;
+  o.threads = 1;
+  o.max_iter = 60;
+  return o;
+}
+
+// |a - b| <= rel * max|b| over the vector.
+::testing::AssertionResult near_vec(const std::vector<double>& a, const std::vector<double>& b, double rel) {
+  if (a.size() != b.size()) return ::testing::AssertionFailure() << "sizes " << a.size() << " vs " << b.size();
+  double scale = 1e-300;
+  for (double x : b) scale = std::max(scale, std::fabs(x));
+  for (std::size_t k = 0; k < a.size(); ++k)
+    if (!(std::fabs(a[k] - b[k]) <= rel * scale))
+      return ::testing::AssertionFailure() << "entry " << k << ": " << a[k] << " vs " << b[k] << " (scale " << scale
+                                           << ")";
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<double> scaled(const std::vector<double>& t, int call) {
+  std::vector<double> r = t;
+  for (std::size_t k = 0; k < r.size(); ++k) r[k] *= 1.0 + 0.02 * call * std::sin(double(k));
+  return r;
+}
+
+// Three evaluations (exact, then warm-started budgets) on the CPU and on `device`:
+// objectives, accuracy, gradients, residual histories and trajectories agree.
+void compare_with_cpu(const Problem& p, const MgritOptions& o, const Regularization& reg, const std::string& device,
+                      const int budgets[3][2]) {
+  DenseResNet net(p.spec);
+  const std::size_t np = net.layout().size, sz = net.state_size(p.s);
+  ResNetMgrit cpu(net, p.s, o, o);
+  DeviceResNetMgrit dev(p.spec, p.s, o, o, nullptr, device);
+  cpu.set_relative_tolerance(1e-13);
+  dev.solver().set_relative_tolerance(1e-13);
+  for (int call = 0; call < 3; ++call) {
+    SCOPED_TRACE("evaluation " + std::to_string(call));
+    const std::vector<double> t = scaled(p.theta, call);
+    std::vector<double> gc(np), gd(np, 123.0);
+    const MgritEvaluation a = cpu.evaluate(t.data(), p.X.data(), p.y.data(), reg, gc.data(), budgets[call][0],
+                                           budgets[call][1]);
+    const MgritEvaluation b = dev.evaluate(t.data(), p.X.data(), p.y.data(), reg, gd.data(), budgets[call][0],
+                                           budgets[call][1]);
+    EXPECT_NEAR(b.eval.objective, a.eval.objective, 1e-12 * std::fabs(a.eval.objective));
+    EXPECT_NEAR(b.eval.regularization, a.eval.regularization, 1e-12 * (1 + std::fabs(a.eval.regularization)));
+    EXPECT_EQ(b.eval.correct, a.eval.correct);
+    EXPECT_TRUE(near_vec(gd, gc, 1e-11));
+    EXPECT_EQ(b.forward.cycles, a.forward.cycles);
+    EXPECT_EQ(b.adjoint.cycles, a.adjoint.cycles);
+    EXPECT_EQ(b.forward.steps, a.forward.steps);
+    ASSERT_EQ(b.forward.residuals.size(), a.forward.residuals.size());
+    for (std::size_t k = 0; k < a.forward.residuals.size(); ++k)
+      if (std::isfinite(a.forward.residuals[k]) && a.forward.residuals[k] > 1e-9)
+        EXPECT_NEAR(b.forward.residuals[k], a.forward.residuals[k], 1e-9 * a.forward.residuals[k]) << "cycle " << k;
+    for (int n : {0, p.spec.layers / 2, p.spec.layers}) {
+      std::vector<double> u(sz), l(sz);
+      dev.state(n, u.data());
+      dev.adjoint(n, l.data());
+      EXPECT_TRUE(near_vec(u, std::vector<double>(cpu.state(n), cpu.state(n) + sz), 1e-12)) << "u_" << n;
+      EXPECT_TRUE(near_vec(l, std::vector<double>(cpu.adjoint(n), cpu.adjoint(n) + sz), 1e-11)) << "lambda_" << n;
+    }
+  }
+}
+
+const int kBudgets[3][2] = {{-1, -1}, {2, 1}, {1, 1}};
+
+using Shape = std::tuple<int, int, int, Activation, Opening>;  // N, width, batch, activation, opening
+
+class EmulatorDevice : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(EmulatorDevice, TrainingEvaluationsMatchCpu) {
+  const auto [N, w, s, act, op] = GetParam();
+  const Problem p = make_problem(N, w, act, op, s, 40 + N + w + s);
+  compare_with_cpu(p, options(4), Regularization{1e-3, 2e-3, 1e-2}, "emulator", kBudgets);
+}
+
+// Widths 8/16/32 run the compile-time kernels, 5 the runtime width; batches
+// that leave a partial block (37, 130); depths not divisible by the factor.
+INSTANTIATE_TEST_SUITE_P(Shapes, EmulatorDevice,
+                         ::testing::Values(Shape{16, 8, 37, Activation::SmoothRelu, Opening::Dense},
+                                           Shape{19, 5, 130, Activation::Tanh, Opening::Dense},
+                                           Shape{12, 16, 20, Activation::Relu, Opening::Expand},
+                                           Shape{9, 32, 3, Activation::Tanh, Opening::Dense}));
+
+TEST(EmulatorDeviceOptions, StorageCyclesAndOneLevel) {
+  const Problem p = make_problem(24, 8, Activation::Tanh, Opening::Dense, 33, 7);
+  const Regularization reg{1e-3, 1e-3, 1e-3};
+  MgritOptions cp = options(2, "cpoints");
+  compare_with_cpu(p, cp, reg, "emulator", kBudgets);
+  MgritOptions fc = options(3);
+  fc.cycle = "F";
+  fc.relax = {"FCF"};
+  compare_with_cpu(p, fc, reg, "emulator", kBudgets);
+  // One level: the serial forward and backward sweeps as block launches.
+  compare_with_cpu(p, options(2, "all", 1), reg, "emulator", kBudgets);
+}
+
+TEST(EmulatorDeviceOptions, GradientMatchesFiniteDifferences) {
+  const Problem p = make_problem(12, 8, Activation::Tanh, Opening::Dense, 17, 3);
+  const Regularization reg{1e-3, 1e-3, 1e-3};
+  DeviceResNetMgrit dev(p.spec, p.s, options(2), options(2), nullptr, "emulator");
+  dev.solver().set_relative_tolerance(1e-14);
+  const std::size_t np = p.theta.size();
+  std::vector<double> g(np);
+  dev.evaluate(p.theta.data(), p.X.data(), p.y.data(), reg, g.data(), -1, -1);
+  const DenseResNet net(p.spec);
+  const ParamLayout& L = net.layout();
+  // Entries in every parameter block: opening, a weight, a bias, the classifier.
+  for (std::size_t k : {L.opening_weight + 1, L.weights + 70, L.biases + 5, L.classifier_weight + 3,
+                        L.classifier_bias + 2}) {
+    const double e = 1e-6;
+    std::vector<double> tp = p.theta, tm = p.theta;
+    tp[k] += e;
+    tm[k] -= e;
+    const double fp = dev.evaluate(tp.data(), p.X.data(), p.y.data(), reg, nullptr, -1, -1).eval.objective;
+    const double fm = dev.evaluate(tm.data(), p.X.data(), p.y.data(), reg, nullptr, -1, -1).eval.objective;
+    EXPECT_NEAR(g[k], (fp - fm) / (2 * e), 1e-7 * (1 + std::fabs(g[k]))) << "parameter " << k;
+  }
+}
+
+TEST(EmulatorDeviceOptions, DistributedLayersMatchOneCpuProcess) {
+  // Three processes, each with its own emulated device: states stay in device
+  // memory and the neighbour messages are staged through host copies.
+  const int N = 18, P = 3;
+  const Problem p = make_problem(N, 8, Activation::Tanh, Opening::Dense, 21, 9);
+  const MgritOptions o = options(2);
+  const Regularization reg{};
+  DenseResNet net(p.spec);
+  const std::size_t np = net.layout().size;
+  ResNetMgrit cpu(net, p.s, o, o);
+  cpu.set_relative_tolerance(1e-13);
+  std::vector<std::vector<double>> want(3, std::vector<double>(np));
+  std::vector<double> want_obj(3);
+  for (int call = 0; call < 3; ++call) {
+    const auto t = scaled(p.theta, call);
+    want_obj[call] = cpu.evaluate(t.data(), p.X.data(), p.y.data(), reg, want[call].data(), kBudgets[call][0],
+                                  kBudgets[call][1])
+                         .eval.objective;
+  }
+  ThreadWorld world(P);
+  std::vector<std::vector<std::vector<double>>> got(P, std::vector<std::vector<double>>(3, std::vector<double>(np)));
+  std::vector<std::vector<double>> obj(P, std::vector<double>(3));
+  run_ranks(P, [&](int rank) {
+    ThreadComm comm(world, rank);
+    DeviceResNetMgrit dev(p.spec, p.s, o, o, &comm, "emulator");
+    dev.solver().set_relative_tolerance(1e-13);
+    for (int call = 0; call < 3; ++call) {
+      const auto t = scaled(p.theta, call);
+      obj[rank][call] = dev.evaluate(t.data(), p.X.data(), p.y.data(), reg, got[rank][call].data(),
+                                     kBudgets[call][0], kBudgets[call][1])
+                            .eval.objective;
+    }
+  });
+  for (int call = 0; call < 3; ++call) {
+    std::vector<double> sum(np, 0.0);
+    for (int r = 0; r < P; ++r) {
+      EXPECT_NEAR(obj[r][call], want_obj[call], 1e-12 * std::fabs(want_obj[call]));
+      for (std::size_t k = 0; k < np; ++k) sum[k] += got[r][call][k];
+    }
+    EXPECT_TRUE(near_vec(sum, want[call], 1e-11)) << "evaluation " << call;
+  }
+}
+
+TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
+  // The engine hands the device every middle interval of a sweep at once.
+  class Counting final : public DeviceBackend {
+   public:
+    explicit Counting(std::unique_ptr<DeviceBackend> b) : b_(std::move(b)) {}
+    std::string name() const override { return "counting"; }
+    double* allocate(std::size_t n) override { return b_->allocate(n); }
+    void release(double* p) noexcept override { b_->release(p); }
+    void* allocate_bytes(std::size_t n) override { return b_->allocate_bytes(n); }
+    void release_bytes(void* p) noexcept override { b_->release_bytes(p); }
+    void upload_bytes(void* d, const void* s, std::size_t n) override { b_->upload_bytes(d, s, n); }
+    void block_propagate(Activation a, int w, int s, double h, const double* K, const double* b,
+                         const Propagator::Chain* c, int n) override {
+      max_chains = std::max(max_chains, n);
+      b_->block_propagate(a, w, s, h, K, b, c, n);
+    }
+    void block_adjoint(int w, int s, int L, double h, const double* K, const double* d, int f,
+                       const Propagator::Chain* c, int n) override {
+      b_->block_adjoint(w, s, L, h, K, d, f, c, n);
+    }
+    void layer_derivs(Activation a, int w, int s, const double* K, const double* b, int f, int c,
+                      const double* const* u, double* d) override {
+      b_->layer_derivs(a, w, s, K, b, f, c, u, d);
+    }
+    void layer_gradient(int w, int s, const double* u, const double* l, const double* d, double* gK, double* gb,
+                        double g) override {
+      b_->layer_gradient(w, s, u, l, d, gK, gb, g);
+    }
+    double classifier(int w, int nc, const double* W, const double* mu, const double* U, const std::int64_t* y,
+                      int s, double sc, std::int64_t* c, double* l, double* gW, double* gm) override {
+      return b_->classifier(w, nc, W, mu, U, y, s, sc, c, l, gW, gm);
+    }
+    int max_chains = 0;
+
+   private:
+    std::unique_ptr<DeviceBackend> b_;
+  };
+  const Problem p = make_problem(32, 8, Activation::Tanh, Opening::Dense, 9, 5);
+  auto dev = std::make_shared<Counting>(make_emulated_backend());
+  DeviceDenseResNet net(p.spec, dev);
+  ResNetMgrit solver(net, p.s, options(4), options(4));
+  StateBuffer theta(*dev, p.theta.size());
+  dev->upload(theta.data(), p.theta.data(), p.theta.size());
+  net.set_host_theta(p.theta.data());
+  // (The emulator's memory is host memory: the host labels can be passed as they are.)
+  solver.evaluate(theta.data(), p.X.data(), p.y.data(), Regularization{}, nullptr, 2, 0);
+  EXPECT_EQ(dev->max_chains, 8);  // 32 layers / factor 4: the finest sweep's 8 intervals in one launch
+}
+
+TEST(DeviceSelection, BadDevicesAreRefusedWithTheReason) {
+  const Problem p = make_problem(8, 8, Activation::Tanh, Opening::Dense, 4, 1);
+  EXPECT_THROW(make_device_backend("gpu"), std::invalid_argument);
+  NetworkSpec wide = p.spec;
+  wide.width = 33;
+  try {
+    DeviceResNetMgrit d(wide, 4, options(2), options(2), nullptr, "emulator");
+    ADD_FAILURE() << "width 33 was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("width"), std::string::npos) << e.what();
+  }
+  if (!cuda_available()) {
+    try {
+      make_device_backend("cuda");
+      ADD_FAILURE() << "the CUDA backend was created without a usable device";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(cuda_status()), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(CudaDeviceTraining, MatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device: " << cuda_status();
+  const Problem p = make_problem(32, 8, Activation::SmoothRelu, Opening::Dense, 1000, 2);
+  compare_with_cpu(p, options(4), Regularization{1e-3, 1e-3, 1e-3}, "cuda", kBudgets);
+  const Problem q = make_problem(19, 16, Activation::Tanh, Opening::Expand, 77, 4);
+  compare_with_cpu(q, options(2, "cpoints"), Regularization{}, "cuda", kBudgets);
+}
+
+}  // namespace
