@@ -3,9 +3,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
+#include <string>
 
 #include "checks.h"
+#include "layerparallel/device_network.h"
+#include "layerparallel/macros.h"
 #include "layerparallel/resnet_mgrit.h"
 #include "mgrit_options.h"
 
@@ -27,10 +31,26 @@ py::dict report(const SolveReport& r) {
 }
 
 // Holds the network alive as long as the solver (the solver keeps a reference).
+// On a device the solver runs on a DeviceDenseResNet built from the network's spec.
 struct PyResNetMgrit {
   py::object net_owner;
   py::object comm_owner;
-  std::unique_ptr<ResNetMgrit> solver;
+  std::unique_ptr<ResNetMgrit> host;
+  std::unique_ptr<DeviceResNetMgrit> dev;
+
+  ResNetMgrit& solver() { return dev ? dev->solver() : *host; }
+  const ResNetMgrit& solver() const { return dev ? dev->solver() : *host; }
+  MgritEvaluation evaluate(const double* theta, const double* X, const std::int64_t* y, const Regularization& reg,
+                           double* grad, int fb, int ab) {
+    return dev ? dev->evaluate(theta, X, y, reg, grad, fb, ab) : host->evaluate(theta, X, y, reg, grad, fb, ab);
+  }
+  void copy_state(int n, bool adjoint, double* out, std::size_t sz) {
+    if (dev) {
+      adjoint ? dev->adjoint(n, out) : dev->state(n, out);
+    } else {
+      std::copy_n(adjoint ? host->adjoint(n) : host->state(n), sz, out);
+    }
+  }
 };
 
 }  // namespace
@@ -40,35 +60,46 @@ void bind_resnet_mgrit(py::module_& m) {
                             "Objective and gradient of a residual network with MGRIT forward and adjoint solves; "
                             "keeps the space-time state between calls (warm starts).")
       .def(py::init([](py::object net, int batch, const py::dict& forward, const py::dict& adjoint,
-                       py::object comm) {
+                       py::object comm, const std::string& device) {
              const ResidualNetwork& n = net.cast<const ResidualNetwork&>();
              auto p = std::make_unique<PyResNetMgrit>();
              p->net_owner = net;
              p->comm_owner = comm;
              Comm* c = comm.is_none() ? nullptr : comm.cast<Comm*>();
-             p->solver = std::make_unique<ResNetMgrit>(n, batch, lpbind::mgrit_options(forward),
+             if (device == "cpu") {
+               p->host = std::make_unique<ResNetMgrit>(n, batch, lpbind::mgrit_options(forward),
                                                        lpbind::mgrit_options(adjoint), c);
+               return p;
+             }
+             const auto* dense = dynamic_cast<const DenseResNet*>(&n);
+             LP_REQUIRE(dense != nullptr, "device '" << device << "' trains dense networks only (model.kind = "
+                                                     << "\"dense\"); convolutional layers run on the CPU");
+             p->dev = std::make_unique<DeviceResNetMgrit>(dense->spec(), batch, lpbind::mgrit_options(forward),
+                                                          lpbind::mgrit_options(adjoint), c, device);
              return p;
            }),
            py::arg("net"), py::arg("batch"), py::arg("forward_options"), py::arg("adjoint_options"),
-           py::arg("comm") = py::none(),
+           py::arg("comm") = py::none(), py::arg("device") = "cpu",
            "comm: a layerparallel.parallel.CoreComm (or any _core.Comm subclass) over which the layers are "
-           "distributed; None = all layers here.")
-      .def_property_readonly("foreign_layers", [](const PyResNetMgrit& p) { return p.solver->foreign_layers(); },
+           "distributed; None = all layers here. device: 'cpu', 'cuda' (states, adjoints, parameters and "
+           "gradients on the GPU; dense layers up to width 32) or 'emulator' (the CUDA kernels' bodies run on "
+           "the CPU over their launch grids: slow, for testing).")
+      .def_property_readonly("device", [](const PyResNetMgrit& p) { return p.dev ? p.dev->device() : std::string("cpu"); })
+      .def_property_readonly("foreign_layers", [](const PyResNetMgrit& p) { return p.solver().foreign_layers(); },
                              "Layers of other processes whose parameters this one reads (coarse forward steps).")
       .def_property_readonly("owned_layers", [](const PyResNetMgrit& p) {
-        const Range r = p.solver->owned_layers();
+        const Range r = p.solver().owned_layers();
         return py::make_tuple(r.begin, r.end);
       })
-      .def_property_readonly("batch", [](const PyResNetMgrit& p) { return p.solver->batch(); })
+      .def_property_readonly("batch", [](const PyResNetMgrit& p) { return p.solver().batch(); })
       .def_property_readonly("levels",
-                             [](const PyResNetMgrit& p) { return p.solver->forward_solver().hierarchy().num_levels(); })
+                             [](const PyResNetMgrit& p) { return p.solver().forward_solver().hierarchy().num_levels(); })
       .def_property_readonly("forward_steps_per_level",
-                             [](const PyResNetMgrit& p) { return p.solver->forward_solver().steps_per_level(); })
+                             [](const PyResNetMgrit& p) { return p.solver().forward_solver().steps_per_level(); })
       .def_property_readonly("adjoint_steps_per_level",
-                             [](const PyResNetMgrit& p) { return p.solver->adjoint_solver().steps_per_level(); })
-      .def("reset", [](PyResNetMgrit& p) { p.solver->reset(); }, "Forget the warm-start state.")
-      .def("set_relative_tolerance", [](PyResNetMgrit& p, double t) { p.solver->set_relative_tolerance(t); },
+                             [](const PyResNetMgrit& p) { return p.solver().adjoint_solver().steps_per_level(); })
+      .def("reset", [](PyResNetMgrit& p) { p.solver().reset(); }, "Forget the warm-start state.")
+      .def("set_relative_tolerance", [](PyResNetMgrit& p, double t) { p.solver().set_relative_tolerance(t); },
            py::arg("rel_tol"), "Exact solves stop at residual <= rel_tol * |initial value| (0: options' tol).")
       .def(
           "evaluate",
@@ -77,7 +108,7 @@ void bind_resnet_mgrit(py::module_& m) {
             const ResidualNetwork& net = p.net_owner.cast<const ResidualNetwork&>();
             DArray th = as_doubles(theta, "theta (the flat parameter vector)", 1,
                                    static_cast<py::ssize_t>(net.param_size()));
-            DArray x = as_doubles(X, "features", 2, p.solver->batch(), net.input_size());
+            DArray x = as_doubles(X, "features", 2, p.solver().batch(), net.input_size());
             auto lab = as_labels(y, "labels", x.shape(0), net.classes());
             Regularization reg{tikhonov, classifier, ddt};
             reg.validate();
@@ -88,12 +119,12 @@ void bind_resnet_mgrit(py::module_& m) {
               double* gp = g.mutable_data();
               {
                 py::gil_scoped_release nogil;
-                me = p.solver->evaluate(th.data(), x.data(), lab.data(), reg, gp, forward_budget, adjoint_budget);
+                me = p.evaluate(th.data(), x.data(), lab.data(), reg, gp, forward_budget, adjoint_budget);
               }
               grad = std::move(g);
             } else {
               py::gil_scoped_release nogil;
-              me = p.solver->evaluate(th.data(), x.data(), lab.data(), reg, nullptr, forward_budget, adjoint_budget);
+              me = p.evaluate(th.data(), x.data(), lab.data(), reg, nullptr, forward_budget, adjoint_budget);
             }
             py::dict d;
             d["objective"] = me.eval.objective;
@@ -115,10 +146,10 @@ void bind_resnet_mgrit(py::module_& m) {
           "states",
           [](PyResNetMgrit& p) {
             const ResidualNetwork& net = p.net_owner.cast<const ResidualNetwork&>();
-            const int N = net.layers(), s = p.solver->batch(), w = net.state_width();
+            const int N = net.layers(), s = p.solver().batch(), w = net.state_width();
             DArray u({N + 1, s, w});
             double* up = u.mutable_data();
-            for (int n = 0; n <= N; ++n) std::copy_n(p.solver->state(n), static_cast<std::size_t>(s) * w, up + n * s * w);
+            for (int n = 0; n <= N; ++n) p.copy_state(n, false, up + n * s * w, static_cast<std::size_t>(s) * w);
             return u;
           },
           "States u_0..u_N of the last evaluation, shape (N+1, s, width).")
@@ -126,11 +157,10 @@ void bind_resnet_mgrit(py::module_& m) {
           "adjoints",
           [](PyResNetMgrit& p) {
             const ResidualNetwork& net = p.net_owner.cast<const ResidualNetwork&>();
-            const int N = net.layers(), s = p.solver->batch(), w = net.state_width();
+            const int N = net.layers(), s = p.solver().batch(), w = net.state_width();
             DArray u({N + 1, s, w});
             double* up = u.mutable_data();
-            for (int n = 0; n <= N; ++n)
-              std::copy_n(p.solver->adjoint(n), static_cast<std::size_t>(s) * w, up + n * s * w);
+            for (int n = 0; n <= N; ++n) p.copy_state(n, true, up + n * s * w, static_cast<std::size_t>(s) * w);
             return u;
           },
           "Adjoints lambda_0..lambda_N of the last evaluation with a gradient, shape (N+1, s, width).");

@@ -1,10 +1,15 @@
-"""Device selection. Training runs on the CPU; the compiled CUDA kernels exist
-(dense layer, block propagation, gradients), device-resident training does not yet."""
+"""Device selection: ``train.device`` / ``device=`` is ``"cpu"``, ``"cuda"`` (a GPU:
+states, adjoints, activation derivatives, parameters and gradients stay in device
+memory; every interval of an MGRIT level is one kernel launch) or ``"emulator"``
+(the same kernel bodies run on the CPU over their launch grids: slow, exact, for
+testing device-resident training where no GPU exists)."""
 from __future__ import annotations
 
 from . import _core
 
-__all__ = ["cuda_available", "check_device"]
+__all__ = ["DEVICES", "cuda_available", "check_device"]
+
+DEVICES = ("cpu", "cuda", "emulator")
 
 
 def cuda_available() -> bool:
@@ -12,15 +17,15 @@ def cuda_available() -> bool:
     return _core.built_with_cuda() and _core.cuda_status().startswith("CUDA device")
 
 
-def check_device(device: str) -> str:
-    """Return the device name or raise ValueError saying why it cannot be used."""
+def check_device(device: str, kind: str = "dense") -> str:
+    """Return ``device`` or raise ValueError with one sentence saying why it cannot be used
+    (unknown name, a convolutional model, or no usable CUDA device and why)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
         return device
-    if device == "cuda":
-        if not cuda_available():
-            raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")
-        raise ValueError(
-            "device 'cuda' is not available: training on the GPU is not implemented in this version "
-            f"(the CUDA kernels are built; {_core.cuda_status()})"
-        )
-    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if kind != "dense":
+        raise ValueError(f"device {device!r} trains dense networks only; model.kind = {kind!r} runs on the cpu")
+    if device == "cuda" and not cuda_available():
+        raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")
+    return device

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _core
 from .data import Dataset
+from .device import check_device
 from .model import ConvResNet, Evaluation, Network, Regularization, ResNet, as_matrix
 from .optim import Adam, make_optimizer, minibatches
 
@@ -98,9 +99,11 @@ class MgritSolver(SerialSolver):
     The safeguard (:meth:`tighten`) makes the next iterations exact.
     """
 
-    def __init__(self, model: Network, mgrit_cfg: Any, mode: str, threads: int = 0, comm: Any = None):
+    def __init__(self, model: Network, mgrit_cfg: Any, mode: str, threads: int = 0, comm: Any = None,
+                 device: str = "cpu"):
         super().__init__(model)
         self.comm = comm  # a parallel.CoreComm over which the layers are split (None: all here)
+        self.device = device
         if mode not in ("exact", "simultaneous"):
             raise ValueError(f"train.mode must be 'exact' or 'simultaneous' for MGRIT, got {mode!r}")
         from .config import relax_levels
@@ -132,7 +135,7 @@ class MgritSolver(SerialSolver):
         s = features.shape[0]
         solver = self._solvers.get(s)
         if solver is None:
-            solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options, self.comm)
+            solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options, self.comm, self.device)
             solver.set_relative_tolerance(self.cfg.tol)
             self._solvers[s] = solver
         elif self._data_of.get(s) != id(features):
@@ -232,8 +235,8 @@ class PipelineSolver(MgritSolver):
     """The serial mode when the layers are split over processes: exact forward and
     adjoint sweeps passed from process to process (the engine on one level)."""
 
-    def __init__(self, model: Network, mgrit_cfg: Any, threads: int, comm: Any):
-        super().__init__(model, mgrit_cfg, "exact", threads, comm=comm)
+    def __init__(self, model: Network, mgrit_cfg: Any, threads: int, comm: Any, device: str = "cpu"):
+        super().__init__(model, mgrit_cfg, "exact", threads, comm=comm, device=device)
         self.mode = "serial"
         self.options["max_levels"] = 1
 
@@ -274,10 +277,13 @@ def build_model(cfg: Any, data: Dataset) -> Network:
 def make_solver(cfg: Any, model: Network, comm: Any = None) -> SerialSolver:
     """The gradient solver of ``train.mode``; ``comm`` (a parallel.CoreComm) splits the layers."""
     mode = cfg.train.mode
+    device = check_device(cfg.train.device, cfg.model.kind)
     if mode == "serial":
-        return PipelineSolver(model, cfg.mgrit, cfg.train.threads, comm) if comm is not None else SerialSolver(model)
+        if comm is None and device == "cpu":
+            return SerialSolver(model)
+        return PipelineSolver(model, cfg.mgrit, cfg.train.threads, comm, device)
     if mode in ("exact", "simultaneous"):
-        return MgritSolver(model, cfg.mgrit, mode, cfg.train.threads, comm=comm)
+        return MgritSolver(model, cfg.mgrit, mode, cfg.train.threads, comm=comm, device=device)
     raise ValueError(f"train.mode must be one of 'serial', 'exact', 'simultaneous', got {mode!r}")
 
 

@@ -17,7 +17,7 @@ EXPECTED_DEFAULTS = {
     "optimizer": {"name": "lbfgs", "max_iter": 100, "memory": 10, "c1": 1e-4, "shrink": 0.5,
                   "max_trials": 20, "gtol": 1e-4, "learning_rate": 1e-2, "batch_size": 0,
                   "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-    "train": {"mode": "serial", "seed": 0, "threads": 0, "eval_every": 1, "params": ""},
+    "train": {"mode": "serial", "seed": 0, "threads": 0, "eval_every": 1, "device": "cpu", "params": ""},
     "parallel": {"layer_procs": 1, "data_procs": 0},
     "mgrit": {"max_levels": 10, "cfactor": 2, "cfactor_fine": 0, "min_coarse": 2, "relax": "F,FCF",
               "cycle": "V", "tol": 1e-11, "max_iter": 100, "fwd_iterations": 2, "bwd_iterations": 2,
