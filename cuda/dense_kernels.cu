@@ -7,7 +7,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
+#include <string>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -147,6 +150,24 @@ __global__ void layer_derivs_kernel(kernels::LayerDerivArgs a) {
 __global__ void elementwise_kernel(kernels::ElementArgs e) {
   LP_KERNEL_INDICES;
   kernels::elementwise(blk, thr, bdim, idx3(gridDim), e);
+}
+
+template <class Act>
+__global__ void wide_epilogue_kernel(kernels::WideArgs a) {
+  LP_KERNEL_INDICES;
+  kernels::wide_epilogue<Act>(blk, thr, bdim, idx3(gridDim), a);
+}
+
+__global__ void dot_kernel(const double* a, const double* b, long long n, double scale, double* partial) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::dot_load(blk, thr, bdim, idx3(gridDim), a, b, n, scale, sh);
+  __syncthreads();
+  for (int stride = bdim.x / 2; stride > 0; stride /= 2) {
+    kernels::sumsq_tree(thr, stride, sh);
+    __syncthreads();
+  }
+  kernels::sumsq_store(blk, thr, sh, partial);
 }
 
 // ------------------------------------------------------------------ host helpers
@@ -364,7 +385,7 @@ double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, c
                             const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
                             double* gW, double* gmu) {
   require_cuda("cuda_classifier_loss");
-  require_width(w);
+  LP_REQUIRE(w >= 1, "the classifier needs a width >= 1, got " << w);
   LP_REQUIRE(nc >= 1 && nc <= kernels::kMaxClasses,
              "the CUDA classifier takes 1.." << kernels::kMaxClasses << " classes, got " << nc);
   if (s <= 0) {
@@ -420,6 +441,68 @@ double cuda_residual_norm(const double* a, const double* b, std::size_t n) {
   require_cuda("cuda_residual_norm");
   return std::sqrt(device_sumsq(a, b, n));
 }
+
+// ------------------------------------------------------------------ cuBLAS, loaded at run time
+// The wide layers' GEMMs call cuBLAS. It is opened with dlopen on first use
+// rather than linked, so a build needs no cuBLAS (this machine's toolkit has
+// none) and a GPU machine uses its own (the CUDA toolkit's, or the
+// nvidia-cublas wheel's, found through LD_LIBRARY_PATH or LP_CUBLAS_LIBRARY).
+// The declarations are cuBLAS's documented C API (cublas_api.h, CUDA 12/13).
+
+namespace {
+
+struct CublasApi {
+  using Handle = void*;  // cublasHandle_t (struct cublasContext*)
+  int (*create)(Handle*) = nullptr;
+  int (*destroy)(Handle) = nullptr;
+  int (*dgemm)(Handle, int, int, int, int, int, const double*, const double*, int, const double*, int,
+               const double*, double*, int) = nullptr;
+  int (*dgemm_batched)(Handle, int, int, int, int, int, const double*, const double* const*, int,
+                       const double* const*, int, const double*, double* const*, int, int) = nullptr;
+  Handle handle = nullptr;
+  std::string error;  // why cuBLAS cannot be used (empty when it can)
+};
+
+constexpr int kCublasOpN = 0, kCublasOpT = 1;  // CUBLAS_OP_N, CUBLAS_OP_T
+
+CublasApi load_cublas() {
+  CublasApi api;
+  std::vector<std::string> names;
+  if (const char* env = std::getenv("LP_CUBLAS_LIBRARY")) names.push_back(env);
+  names.push_back("libcublas.so." + std::to_string(CUDART_VERSION / 1000));
+  names.push_back("libcublas.so");
+  void* lib = nullptr;
+  for (const std::string& n : names)
+    if ((lib = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+  if (lib == nullptr) {
+    api.error = "cuBLAS was not found (tried " + names.front() + (names.size() > 1 ? ", " + names[1] : "") +
+                "; install the CUDA toolkit or `pip install nvidia-cublas`, or set LP_CUBLAS_LIBRARY)";
+    return api;
+  }
+  api.create = reinterpret_cast<decltype(api.create)>(dlsym(lib, "cublasCreate_v2"));
+  api.destroy = reinterpret_cast<decltype(api.destroy)>(dlsym(lib, "cublasDestroy_v2"));
+  api.dgemm = reinterpret_cast<decltype(api.dgemm)>(dlsym(lib, "cublasDgemm_v2"));
+  api.dgemm_batched = reinterpret_cast<decltype(api.dgemm_batched)>(dlsym(lib, "cublasDgemmBatched"));
+  if (!api.create || !api.destroy || !api.dgemm || !api.dgemm_batched) {
+    api.error = "the cuBLAS library found lacks cublasCreate_v2 / cublasDgemm_v2 / cublasDgemmBatched";
+    return api;
+  }
+  if (const int st = api.create(&api.handle); st != 0)
+    api.error = "cublasCreate failed with status " + std::to_string(st);
+  return api;  // the handle lives as long as the process (the library is never closed)
+}
+
+CublasApi& cublas() {
+  static CublasApi api = load_cublas();
+  if (!api.error.empty()) throw std::runtime_error("wide layers (width > 32) on the GPU need cuBLAS: " + api.error);
+  return api;
+}
+
+void check_cublas(int status, const char* what) {
+  if (status != 0) throw std::runtime_error(std::string(what) + " failed with cuBLAS status " + std::to_string(status));
+}
+
+}  // namespace
 
 // ------------------------------------------------------------------ the device backend
 
@@ -503,6 +586,83 @@ class CudaBackend final : public DeviceBackend {
     return cuda_classifier_loss(w, nc, Wc, mu, U, labels, s, scale, correct, lam, gW, gmu);
   }
 
+  void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
+                    const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) override {
+    if (batch <= 0) return;
+    CublasApi& api = cublas();
+    const int opa = ta ? kCublasOpT : kCublasOpN, opb = tb ? kCublasOpT : kCublasOpN;
+    if (batch == 1) {
+      check_cublas(api.dgemm(api.handle, opa, opb, m, n, k, &alpha, A[0], lda, B[0], ldb, &beta, C[0], ldc),
+                   "cublasDgemm");
+      return;
+    }
+    // The pointer arrays go to the device (one buffer: A, B, C).
+    const std::size_t bytes = 3 * static_cast<std::size_t>(batch) * sizeof(double*);
+    std::vector<const double*> host(3 * static_cast<std::size_t>(batch));
+    std::copy_n(A, batch, host.begin());
+    std::copy_n(B, batch, host.begin() + batch);
+    for (int q = 0; q < batch; ++q) host[2 * batch + q] = C[q];
+    if (gemm_ptrs_.size() < bytes) gemm_ptrs_ = DeviceBuffer<char>(bytes);
+    gemm_ptrs_.upload(reinterpret_cast<const char*>(host.data()), bytes);
+    auto* d = reinterpret_cast<const double* const*>(gemm_ptrs_.data());
+    check_cublas(api.dgemm_batched(api.handle, opa, opb, m, n, k, &alpha, d, lda, d + batch, ldb, &beta,
+                                   const_cast<double* const*>(d + 2 * batch), ldc, batch),
+                 "cublasDgemmBatched");
+  }
+
+  void wide_epilogue(Activation act, int w, int s, const WideBatch& wb) override {
+    const int count = static_cast<int>(wb.out.size() ? wb.out.size() : wb.z.size());
+    if (count == 0 || s <= 0) return;
+    LP_REQUIRE(count <= 65535, "one epilogue launch takes at most 65535 entries, got " << count);
+    // Seven arrays of `count` 8-byte entries (pointers and dt), empty ones left out.
+    const std::size_t c = static_cast<std::size_t>(count);
+    std::vector<char> host(7 * c * 8);
+    auto put = [&](int slot, const void* src, std::size_t n) -> bool {
+      if (n == 0) return false;
+      std::memcpy(host.data() + slot * c * 8, src, c * 8);
+      return true;
+    };
+    const bool ha = put(0, wb.a.data(), wb.a.size()), hb = put(1, wb.b.data(), wb.b.size()),
+               hz = put(2, wb.z.data(), wb.z.size()), ho = put(3, wb.out.data(), wb.out.size()),
+               hr = put(4, wb.rhs.data(), wb.rhs.size()), hd = put(5, wb.dt.data(), wb.dt.size()),
+               hbias = put(6, wb.bias.data(), wb.bias.size());
+    if (epi_.size() < host.size()) epi_ = DeviceBuffer<char>(host.size());
+    epi_.upload(host.data(), host.size());
+    char* d = epi_.data();
+    auto at = [&](int slot) { return d + slot * c * 8; };
+    kernels::WideArgs a;
+    a.op = wb.op;
+    a.w = w;
+    a.s = s;
+    a.a = ha ? reinterpret_cast<const double* const*>(at(0)) : nullptr;
+    a.b = hb ? reinterpret_cast<const double* const*>(at(1)) : nullptr;
+    a.z = hz ? reinterpret_cast<double* const*>(at(2)) : nullptr;
+    a.out = ho ? reinterpret_cast<double* const*>(at(3)) : nullptr;
+    a.rhs = hr ? reinterpret_cast<const double* const*>(at(4)) : nullptr;
+    a.dt = hd ? reinterpret_cast<const double*>(at(5)) : nullptr;
+    a.bias = hbias ? reinterpret_cast<const double* const*>(at(6)) : nullptr;
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<long long>((static_cast<long long>(s) * w + threads - 1) / threads, 1024));
+    const dim3 grid(blocks, count);
+    dispatch(act, 0, [&](auto A, auto) {
+      auto kern = wide_epilogue_kernel<decltype(A)>;
+      LP_CUDA_LAUNCH(kern, grid, threads, 0, a);
+    });
+  }
+
+  void dot_accumulate(const double* a, const double* b, std::size_t n, double scale, double* dst) override {
+    if (n == 0) return;
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<long long>((ll(n) + threads - 1) / threads, kernels::kNormMaxBlocks));
+    DeviceBuffer<double> partial(blocks);
+    LP_CUDA_LAUNCH(dot_kernel, blocks, threads, shared_bytes(threads), a, b, ll(n), scale, partial.data());
+    kernels::PartialTargets t;
+    t.dst[0] = dst;
+    t.end[0] = t.end[1] = t.end[2] = 1;
+    launch_sum_partials(partial.data(), blocks, 1, t);
+    LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
+  }
+
  private:
   static long long ll(std::size_t n) { return static_cast<long long>(n); }
   void element(const kernels::ElementArgs& e) {
@@ -513,6 +673,8 @@ class CudaBackend final : public DeviceBackend {
   }
   DeviceBuffer<char> scratch_;  // chain arrays of the last block launch
   DeviceBuffer<char> ptrs_;     // state pointers of the last layer_derivs launch
+  DeviceBuffer<char> gemm_ptrs_;  // pointer arrays of the last batched GEMM
+  DeviceBuffer<char> epi_;        // argument arrays of the last wide epilogue
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Device-resident dense ResNet and its MGRIT solver (device_network.h).
 #include "layerparallel/device_network.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -21,9 +22,6 @@ int fine_steps(double dt, double h) {
 DeviceDenseResNet::DeviceDenseResNet(const NetworkSpec& spec, std::shared_ptr<DeviceBackend> backend)
     : host_(spec), dev_(std::move(backend)) {
   LP_REQUIRE(dev_ != nullptr, "DeviceDenseResNet needs a device backend");
-  LP_REQUIRE(spec.width <= kernels::kMaxWidth,
-             "device-resident training takes widths up to " << kernels::kMaxWidth << " (the cuBLAS path for wider "
-                                                            << "layers is not built yet), got width " << spec.width);
   LP_REQUIRE(spec.n_classes <= kernels::kMaxClasses,
              "device-resident training takes up to " << kernels::kMaxClasses << " classes, got " << spec.n_classes);
 }
@@ -52,7 +50,7 @@ void DeviceDenseResNet::step(const double* theta, int n, double dt, const double
   const int idx[2] = {n, n + fine_steps(dt, h())};
   double* outs[1] = {out};
   const Propagator::Chain c{idx, 1, in, outs, nullptr};
-  dev_->block_propagate(spec().activation, spec().width, s, h(), K(theta), bias(theta), &c, 1);
+  propagate_chains(theta, &c, 1, s);
 }
 
 void DeviceDenseResNet::adjoint_step(const double* theta, int n, double dt, const double*, const double* lam_next,
@@ -64,19 +62,117 @@ void DeviceDenseResNet::adjoint_step(const double* theta, int n, double dt, cons
   const int idx[2] = {k1 - fine_steps(dt, h()), k1};
   double* outs[1] = {lam};
   const Propagator::Chain c{idx, 1, lam_next, outs, nullptr};
-  dev_->block_adjoint(spec().width, s, layers(), h(), K(theta), deriv, n, &c, 1);
+  adjoint_propagate_chains(theta, &c, 1, s, deriv, n);
 }
 
 void DeviceDenseResNet::layer_gradient(const double*, int n, const double* u, const double* lam_next, int s,
                                        double* grad, double gscale, const double* deriv) const {
   LP_REQUIRE(deriv != nullptr, "DeviceDenseResNet::layer_gradient needs act'(.) of the layer (deriv)");
   const int w = spec().width;
-  dev_->layer_gradient(w, s, u, lam_next, deriv, grad + layout().weights + static_cast<std::size_t>(n) * w * w,
-                       grad + layout().biases + n, gscale);
+  double* gK = grad + layout().weights + static_cast<std::size_t>(n) * w * w;
+  double* gb = grad + layout().biases + n;
+  if (!wide()) {
+    dev_->layer_gradient(w, s, u, lam_next, deriv, gK, gb, gscale);
+    return;
+  }
+  // D = deriv * lam_next; gK += gscale D^T u (a GEMM); gb += gscale sum(D).
+  const std::size_t sz = state_size(s);
+  DeviceBackend::WideBatch e;
+  e.op = kernels::WideOp::Product;
+  e.a = {deriv};
+  e.b = {lam_next};
+  e.z = {scratch(sz)};
+  dev_->wide_epilogue(spec().activation, w, s, e);
+  const double* A[1] = {u};
+  const double* B[1] = {e.z[0]};
+  double* C[1] = {gK};
+  dev_->gemm_batched(false, true, w, w, s, gscale, A, w, B, w, 1.0, C, w, 1);
+  dev_->dot_accumulate(deriv, lam_next, sz, gscale, gb);
 }
 
 void DeviceDenseResNet::activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const {
-  dev_->layer_derivs(spec().activation, spec().width, s, K(theta), bias(theta), n, 1, &u, deriv);
+  const int w = spec().width;
+  if (!wide()) {
+    dev_->layer_derivs(spec().activation, w, s, K(theta), bias(theta), n, 1, &u, deriv);
+    return;
+  }
+  // z = K_n u (a GEMM), deriv = act'(z + b_n).
+  const double* A[1] = {K(theta) + static_cast<std::size_t>(n) * w * w};
+  double* Z[1] = {scratch(state_size(s))};
+  dev_->gemm_batched(true, false, w, s, w, 1.0, A, w, &u, w, 0.0, Z, w, 1);
+  DeviceBackend::WideBatch e;
+  e.op = kernels::WideOp::Deriv;
+  e.z = {Z[0]};
+  e.out = {deriv};
+  e.bias = {bias(theta) + n};
+  dev_->wide_epilogue(spec().activation, w, s, e);
+}
+
+double* DeviceDenseResNet::scratch(std::size_t n) const {
+  if (scratch_.size() < n) scratch_ = StateBuffer(*dev_, n);
+  return scratch_.data();
+}
+
+// Wide layers: step k of every chain at once, as one batched GEMM (z_q = K_{n_q}
+// cur_q) and one epilogue launch over the chains.
+void DeviceDenseResNet::wide_propagate(const double* theta, const Propagator::Chain* chains, int n, int s) const {
+  const int w = spec().width;
+  const std::size_t sz = state_size(s);
+  int steps = 0;
+  for (int q = 0; q < n; ++q) steps = std::max(steps, chains[q].count);
+  double* z = scratch(static_cast<std::size_t>(n) * sz);
+  for (int k = 0; k < steps; ++k) {
+    std::vector<const double*> A, B;
+    DeviceBackend::WideBatch e;
+    e.op = kernels::WideOp::Step;
+    for (int q = 0; q < n; ++q) {
+      const Propagator::Chain& c = chains[q];
+      if (k >= c.count) continue;
+      const double* cur = k == 0 ? c.in : c.outs[k - 1];
+      A.push_back(K(theta) + static_cast<std::size_t>(c.idx[k]) * w * w);
+      B.push_back(cur);
+      e.z.push_back(z + e.z.size() * sz);
+      e.a.push_back(cur);
+      e.out.push_back(c.outs[k]);
+      e.rhs.push_back(c.rhs ? c.rhs[k] : nullptr);
+      e.dt.push_back((c.idx[k + 1] - c.idx[k]) * h());
+      e.bias.push_back(bias(theta) + c.idx[k]);
+    }
+    dev_->gemm_batched(true, false, w, s, w, 1.0, A.data(), w, B.data(), w, 0.0, e.z.data(), w,
+                       static_cast<int>(A.size()));
+    dev_->wide_epilogue(spec().activation, w, s, e);
+  }
+}
+
+// The adjoint: z_q = dt act'(.) * cur_q and out_q = cur_q (+ rhs), then out_q += K^T z_q.
+void DeviceDenseResNet::wide_adjoint(const double* theta, const Propagator::Chain* chains, int n, int s,
+                                     const double* derivs, int first) const {
+  const int w = spec().width, N = layers();
+  const std::size_t sz = state_size(s);
+  int steps = 0;
+  for (int q = 0; q < n; ++q) steps = std::max(steps, chains[q].count);
+  double* z = scratch(static_cast<std::size_t>(n) * sz);
+  for (int k = 0; k < steps; ++k) {
+    std::vector<const double*> A;
+    DeviceBackend::WideBatch e;
+    e.op = kernels::WideOp::AdjointPre;
+    for (int q = 0; q < n; ++q) {
+      const Propagator::Chain& c = chains[q];
+      if (k >= c.count) continue;
+      const int n0 = N - c.idx[k + 1];
+      A.push_back(K(theta) + static_cast<std::size_t>(n0) * w * w);
+      e.a.push_back(k == 0 ? c.in : c.outs[k - 1]);
+      e.b.push_back(derivs + static_cast<std::ptrdiff_t>(n0 - first) * static_cast<std::ptrdiff_t>(sz));
+      e.z.push_back(z + e.z.size() * sz);
+      e.out.push_back(c.outs[k]);
+      e.rhs.push_back(c.rhs ? c.rhs[k] : nullptr);
+      e.dt.push_back((c.idx[k + 1] - c.idx[k]) * h());
+    }
+    dev_->wide_epilogue(spec().activation, w, s, e);
+    std::vector<const double*> Z(e.z.begin(), e.z.end());
+    dev_->gemm_batched(false, false, w, s, w, 1.0, A.data(), w, Z.data(), w, 1.0, e.out.data(), w,
+                       static_cast<int>(A.size()));
+  }
 }
 
 double DeviceDenseResNet::classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
@@ -125,12 +221,18 @@ bool DeviceDenseResNet::adjoint_propagate(const double* theta, const int* idx, i
 }
 
 void DeviceDenseResNet::propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s) const {
-  dev_->block_propagate(spec().activation, spec().width, s, h(), K(theta), bias(theta), chains, n);
+  if (wide())
+    wide_propagate(theta, chains, n, s);
+  else
+    dev_->block_propagate(spec().activation, spec().width, s, h(), K(theta), bias(theta), chains, n);
 }
 
 void DeviceDenseResNet::adjoint_propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s,
                                                  const double* derivs, int first) const {
-  dev_->block_adjoint(spec().width, s, layers(), h(), K(theta), derivs, first, chains, n);
+  if (wide())
+    wide_adjoint(theta, chains, n, s, derivs, first);
+  else
+    dev_->block_adjoint(spec().width, s, layers(), h(), K(theta), derivs, first, chains, n);
 }
 
 void DeviceDenseResNet::forward_sweep(const double*, const double*, int, double*, double*) const {

@@ -231,7 +231,7 @@ class EmulatedBackend final : public DeviceBackend {
 
   double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
                     int s, double scale, std::int64_t* correct, double* lam, double* gW, double* gmu) override {
-    require_width(w);
+    LP_REQUIRE(w >= 1, "the classifier needs a width >= 1, got " << w);
     LP_REQUIRE(nc >= 1 && nc <= kernels::kMaxClasses,
                "the device classifier takes 1.." << kernels::kMaxClasses << " classes, got " << nc);
     if (s <= 0) {
@@ -263,6 +263,60 @@ class EmulatedBackend final : public DeviceBackend {
     sum_partials(partial.data(), blocks, len, tg);
     if (correct) *correct = static_cast<std::int64_t>(totals[1]);
     return totals[0];
+  }
+
+  void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
+                    const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) override {
+    const int threads = 256;
+    for (int q = 0; q < batch; ++q) {
+      kernels::GemmArgs g{ta, tb, m, n, k, alpha, beta, A[q], lda, B[q], ldb, C[q], ldc};
+      const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(static_cast<long long>(m) * n, threads), 1024), 1, 1};
+      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B2) {
+        B2.phase([&](Idx3 t, double*, double*) { kernels::gemm_reference(blk, t, bd, grid, g); });
+      });
+    }
+  }
+
+  void wide_epilogue(Activation act, int w, int s, const WideBatch& wb) override {
+    const int count = static_cast<int>(wb.out.size() ? wb.out.size() : wb.z.size());
+    if (count == 0 || s <= 0) return;
+    kernels::WideArgs a;
+    a.op = wb.op;
+    a.w = w;
+    a.s = s;
+    a.a = wb.a.empty() ? nullptr : wb.a.data();
+    a.b = wb.b.empty() ? nullptr : wb.b.data();
+    a.z = wb.z.empty() ? nullptr : wb.z.data();
+    a.out = wb.out.empty() ? nullptr : wb.out.data();
+    a.rhs = wb.rhs.empty() ? nullptr : wb.rhs.data();
+    a.dt = wb.dt.empty() ? nullptr : wb.dt.data();
+    a.bias = wb.bias.empty() ? nullptr : wb.bias.data();
+    const int threads = 256;
+    const Idx3 bd{threads, 1, 1},
+        grid{std::min(blocks_for(static_cast<long long>(s) * w, threads), 1024), count, 1};
+    with_activation(act, [&](auto A) {
+      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) { kernels::wide_epilogue<decltype(A)>(blk, t, bd, grid, a); });
+      });
+    });
+  }
+
+  void dot_accumulate(const double* a, const double* b, std::size_t n, double scale, double* dst) override {
+    if (n == 0) return;
+    const int threads = 256;
+    const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
+    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    std::vector<double> partial(static_cast<std::size_t>(blocks));
+    run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double* sh, double*) { kernels::dot_load(blk, t, bd, grid, a, b, ll(n), scale, sh); });
+      for (int stride = threads / 2; stride > 0; stride /= 2)
+        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
+      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
+    });
+    kernels::PartialTargets tg;
+    tg.dst[0] = dst;
+    tg.end[0] = tg.end[1] = tg.end[2] = 1;
+    sum_partials(partial.data(), blocks, 1, tg);
   }
 
  private:

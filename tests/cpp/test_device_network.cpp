@@ -135,7 +135,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, EmulatorDevice,
                          ::testing::Values(Shape{16, 8, 37, Activation::SmoothRelu, Opening::Dense},
                                            Shape{19, 5, 130, Activation::Tanh, Opening::Dense},
                                            Shape{12, 16, 20, Activation::Relu, Opening::Expand},
-                                           Shape{9, 32, 3, Activation::Tanh, Opening::Dense}));
+                                           Shape{9, 32, 3, Activation::Tanh, Opening::Dense},
+                                           // Wide layers: batched GEMMs (the reference GEMM body on the
+                                           // emulator) with the epilogue kernels.
+                                           Shape{10, 33, 21, Activation::SmoothRelu, Opening::Dense},
+                                           Shape{13, 48, 70, Activation::Tanh, Opening::Expand}));
 
 TEST(EmulatorDeviceOptions, StorageCyclesAndOneLevel) {
   const Problem p = make_problem(24, 8, Activation::Tanh, Opening::Dense, 33, 7);
@@ -248,33 +252,45 @@ TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
                       int s, double sc, std::int64_t* c, double* l, double* gW, double* gm) override {
       return b_->classifier(w, nc, W, mu, U, y, s, sc, c, l, gW, gm);
     }
+    void gemm_batched(bool ta, bool tb, int m, int n, int k, double al, const double* const* A, int lda,
+                      const double* const* B, int ldb, double be, double* const* C, int ldc, int batch) override {
+      max_chains = std::max(max_chains, batch);
+      b_->gemm_batched(ta, tb, m, n, k, al, A, lda, B, ldb, be, C, ldc, batch);
+    }
+    void wide_epilogue(Activation a, int w, int s, const WideBatch& e) override { b_->wide_epilogue(a, w, s, e); }
+    void dot_accumulate(const double* a, const double* b, std::size_t n, double sc, double* d) override {
+      b_->dot_accumulate(a, b, n, sc, d);
+    }
     int max_chains = 0;
 
    private:
     std::unique_ptr<DeviceBackend> b_;
   };
-  const Problem p = make_problem(32, 8, Activation::Tanh, Opening::Dense, 9, 5);
-  auto dev = std::make_shared<Counting>(make_emulated_backend());
-  DeviceDenseResNet net(p.spec, dev);
-  ResNetMgrit solver(net, p.s, options(4), options(4));
-  StateBuffer theta(*dev, p.theta.size());
-  dev->upload(theta.data(), p.theta.data(), p.theta.size());
-  net.set_host_theta(p.theta.data());
-  // (The emulator's memory is host memory: the host labels can be passed as they are.)
-  solver.evaluate(theta.data(), p.X.data(), p.y.data(), Regularization{}, nullptr, 2, 0);
-  EXPECT_EQ(dev->max_chains, 8);  // 32 layers / factor 4: the finest sweep's 8 intervals in one launch
+  for (int w : {8, 40}) {  // narrow: one block launch; wide: one batched GEMM per step index
+    SCOPED_TRACE("width " + std::to_string(w));
+    const Problem p = make_problem(32, w, Activation::Tanh, Opening::Dense, 9, 5);
+    auto dev = std::make_shared<Counting>(make_emulated_backend());
+    DeviceDenseResNet net(p.spec, dev);
+    ResNetMgrit solver(net, p.s, options(4), options(4));
+    StateBuffer theta(*dev, p.theta.size());
+    dev->upload(theta.data(), p.theta.data(), p.theta.size());
+    net.set_host_theta(p.theta.data());
+    // (The emulator's memory is host memory: the host labels can be passed as they are.)
+    solver.evaluate(theta.data(), p.X.data(), p.y.data(), Regularization{}, nullptr, 2, 0);
+    EXPECT_EQ(dev->max_chains, 8);  // 32 layers / factor 4: the finest sweep's 8 intervals at once
+  }
 }
 
 TEST(DeviceSelection, BadDevicesAreRefusedWithTheReason) {
   const Problem p = make_problem(8, 8, Activation::Tanh, Opening::Dense, 4, 1);
   EXPECT_THROW(make_device_backend("gpu"), std::invalid_argument);
-  NetworkSpec wide = p.spec;
-  wide.width = 33;
+  NetworkSpec many = p.spec;
+  many.n_classes = kernels::kMaxClasses + 1;
   try {
-    DeviceResNetMgrit d(wide, 4, options(2), options(2), nullptr, "emulator");
-    ADD_FAILURE() << "width 33 was accepted";
+    DeviceResNetMgrit d(many, 4, options(2), options(2), nullptr, "emulator");
+    ADD_FAILURE() << "too many classes were accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("width"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("classes"), std::string::npos) << e.what();
   }
   if (!cuda_available()) {
     try {
@@ -292,6 +308,8 @@ TEST(CudaDeviceTraining, MatchesCpu) {
   compare_with_cpu(p, options(4), Regularization{1e-3, 1e-3, 1e-3}, "cuda", kBudgets);
   const Problem q = make_problem(19, 16, Activation::Tanh, Opening::Expand, 77, 4);
   compare_with_cpu(q, options(2, "cpoints"), Regularization{}, "cuda", kBudgets);
+  const Problem wide = make_problem(16, 96, Activation::Tanh, Opening::Dense, 300, 6);  // cuBLAS
+  compare_with_cpu(wide, options(4), Regularization{1e-3, 1e-3, 1e-3}, "cuda", kBudgets);
 }
 
 }  // namespace

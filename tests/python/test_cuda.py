@@ -59,7 +59,8 @@ def pair(model, s, device, options=OPTIONS):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("width, activation, opening", [(8, "smooth_relu", "dense"), (5, "tanh", "dense"),
-                                                        (16, "relu", "expand"), (32, "tanh", "dense")])
+                                                        (16, "relu", "expand"), (32, "tanh", "dense"),
+                                                        (40, "smooth_relu", "dense")])  # 40: the GEMM path
 def test_forward_adjoint_and_gradient_match_cpu(data, device, width, activation, opening):
     model = model_for(width, 20, activation, opening)
     X, y = data.train_x[:130], data.train_y[:130]
@@ -182,6 +183,6 @@ def test_bad_devices_are_refused_in_one_sentence(data) -> None:
         check_device("emulator", "conv")
     with pytest.raises(ValueError, match="train.device"):
         config_from_dict({"train": {"device": "gpu"}})
-    wide = model_for(40, 4)
-    with pytest.raises(ValueError, match="width"):
-        _core.ResNetMgrit(wide.core, 4, OPTIONS, OPTIONS, None, "emulator")
+    many = ResNet(2, 70, 70, 4, 1.0, "tanh", "dense")
+    with pytest.raises(ValueError, match="classes"):
+        _core.ResNetMgrit(many.core, 4, OPTIONS, OPTIONS, None, "emulator")

@@ -446,6 +446,97 @@ LP_HOST_DEVICE inline void classifier_entries(Idx3 block, Idx3 thread, Idx3 bloc
   }
 }
 
+// ================================================================== wide layers (w > kMaxWidth)
+// A wide layer's matrix products are cuBLAS GEMMs (batched over the intervals
+// of a level or the layers of a launch); these bodies are the elementwise
+// epilogues around them. Batch entry q = block row grid.y, a grid-stride loop
+// over its s w entries. All arrays are device memory; rhs and its entries may
+// be null.
+//   Step:       out = a + dt act(z + bias) (+ rhs)   after z = K a      (forward step)
+//   Deriv:      out = act'(z + bias)                 after z = K u      (linearisation)
+//   AdjointPre: z = dt (b * a), out = a (+ rhs)      before out += K^T z (adjoint, b = act'(.))
+//   Product:    z = a * b                                                (D of the layer gradient)
+enum class WideOp : int { Step = 0, Deriv = 1, AdjointPre = 2, Product = 3 };
+
+struct WideArgs {
+  WideOp op = WideOp::Step;
+  int w = 0, s = 0;
+  const double* const* a = nullptr;
+  const double* const* b = nullptr;
+  double* const* z = nullptr;
+  double* const* out = nullptr;
+  const double* const* rhs = nullptr;
+  const double* dt = nullptr;            ///< per entry
+  const double* const* bias = nullptr;   ///< per entry: the layer's bias value
+};
+
+template <class Act>
+LP_HOST_DEVICE inline void wide_epilogue(Idx3 block, Idx3 thread, Idx3 block_dim, Idx3 grid_dim, const WideArgs& a) {
+  const int q = block.y;
+  const long long n = static_cast<long long>(a.s) * a.w;
+  const long long stride = static_cast<long long>(block_dim.x) * grid_dim.x;
+  const double* g = a.rhs ? a.rhs[q] : nullptr;
+  for (long long k = static_cast<long long>(block.x) * block_dim.x + thread.x; k < n; k += stride) {
+    switch (a.op) {
+      case WideOp::Step: {
+        const double v = a.a[q][k] + a.dt[q] * Act::f(a.z[q][k] + *a.bias[q]);
+        a.out[q][k] = g ? v + g[k] : v;
+        break;
+      }
+      case WideOp::Deriv: a.out[q][k] = Act::df(a.z[q][k] + *a.bias[q]); break;
+      case WideOp::AdjointPre: {
+        const double c = a.a[q][k];
+        a.z[q][k] = a.dt[q] * (a.b[q][k] * c);
+        a.out[q][k] = g ? c + g[k] : c;
+        break;
+      }
+      case WideOp::Product: a.z[q][k] = a.a[q][k] * a.b[q][k]; break;
+    }
+  }
+}
+
+/// Column-major C = alpha op(A) op(B) + beta C (cuBLAS's dgemm), one output entry
+/// per thread over a grid-stride loop: the emulator's stand-in for cuBLAS, so that
+/// the wide path's orchestration runs without a GPU. beta = 0 never reads C.
+struct GemmArgs {
+  bool ta = false, tb = false;
+  int m = 0, n = 0, k = 0;
+  double alpha = 1.0, beta = 0.0;
+  const double* A = nullptr;
+  int lda = 0;
+  const double* B = nullptr;
+  int ldb = 0;
+  double* C = nullptr;
+  int ldc = 0;
+};
+
+LP_HOST_DEVICE inline void gemm_reference(Idx3 block, Idx3 thread, Idx3 block_dim, Idx3 grid_dim, const GemmArgs& g) {
+  const long long total = static_cast<long long>(g.m) * g.n;
+  const long long stride = static_cast<long long>(block_dim.x) * grid_dim.x;
+  for (long long e = static_cast<long long>(block.x) * block_dim.x + thread.x; e < total; e += stride) {
+    const int i = static_cast<int>(e % g.m), j = static_cast<int>(e / g.m);
+    double acc = 0.0;
+    for (int l = 0; l < g.k; ++l) {
+      const double av = g.ta ? g.A[l + static_cast<std::size_t>(i) * g.lda] : g.A[i + static_cast<std::size_t>(l) * g.lda];
+      const double bv = g.tb ? g.B[j + static_cast<std::size_t>(l) * g.ldb] : g.B[l + static_cast<std::size_t>(j) * g.ldb];
+      acc += av * bv;
+    }
+    double* c = g.C + i + static_cast<std::size_t>(j) * g.ldc;
+    *c = g.beta == 0.0 ? g.alpha * acc : g.alpha * acc + g.beta * *c;
+  }
+}
+
+/// sum_k (scale a_k) b_k: the first phase of a scaled dot product (then
+/// sumsq_tree, sumsq_store and sum_partials, as for the residual norm).
+LP_HOST_DEVICE inline void dot_load(Idx3 block, Idx3 thread, Idx3 block_dim, Idx3 grid_dim,
+                                    const double* LP_RESTRICT a, const double* LP_RESTRICT b, long long n,
+                                    double scale, double* sh) {
+  const long long stride = static_cast<long long>(block_dim.x) * grid_dim.x;
+  double acc = 0.0;
+  for (long long k = example_of(block, thread, block_dim); k < n; k += stride) acc += (scale * a[k]) * b[k];
+  sh[thread.x] = acc;
+}
+
 // ================================================================== residual norm
 // sum_k (a_k - b_k)^2 (b may be null) over n entries: a grid-stride loop per
 // thread, a shared-memory tree per block (block.x a power of two), one partial

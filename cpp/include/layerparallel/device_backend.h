@@ -56,6 +56,24 @@ class DeviceBackend : public StateSpace {
   virtual double classifier(int w, int nc, const double* Wc, const double* mu, const double* U,
                             const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
                             double* gW, double* gmu) = 0;
+
+  // ---- wide layers (w > kernels::kMaxWidth): GEMMs and their epilogues
+  /// Column-major C_q = alpha op(A_q) op(B_q) + beta C_q for q < batch (cuBLAS's
+  /// dgemmBatched; op = transpose when ta / tb); the pointer arrays are host memory.
+  /// beta = 0 does not read C.
+  virtual void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
+                            const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) = 0;
+  /// One launch of kernels::wide_epilogue over out.size() entries (host vectors of
+  /// device pointers; a, b, rhs, bias, dt may be empty where the op reads none).
+  struct WideBatch {
+    kernels::WideOp op = kernels::WideOp::Step;
+    std::vector<const double*> a, b, rhs, bias;
+    std::vector<double*> z, out;
+    std::vector<double> dt;
+  };
+  virtual void wide_epilogue(Activation act, int w, int s, const WideBatch& batch) = 0;
+  /// *dst += sum_k (scale a_k) b_k over n entries (dst in device memory). Deterministic.
+  virtual void dot_accumulate(const double* a, const double* b, std::size_t n, double scale, double* dst) = 0;
 };
 
 /// "cuda" (throws std::runtime_error with cuda_status()'s reason when unusable) or

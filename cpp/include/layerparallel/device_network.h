@@ -23,7 +23,9 @@
 namespace layerparallel {
 
 /// DenseResNet's functions on device pointers (theta, states, gradients in the
-/// backend's memory), except where a function says "host". Widths up to 32.
+/// backend's memory), except where a function says "host". Widths up to
+/// kernels::kMaxWidth (32) run the one-thread-per-example kernels; wider layers
+/// run batched cuBLAS GEMMs with elementwise epilogue kernels.
 class DeviceDenseResNet final : public ResidualNetwork {
  public:
   DeviceDenseResNet(const NetworkSpec& spec, std::shared_ptr<DeviceBackend> backend);
@@ -84,10 +86,17 @@ class DeviceDenseResNet final : public ResidualNetwork {
   /// grad[begin, begin + n) += host values.
   void add_host(double* grad, std::size_t begin, const double* values, std::size_t n) const;
   const double* host_theta() const;
+  // Wide layers (w > kernels::kMaxWidth): batched GEMMs plus epilogue launches.
+  bool wide() const { return spec().width > kernels::kMaxWidth; }
+  double* scratch(std::size_t n) const;
+  void wide_propagate(const double* theta, const Propagator::Chain* chains, int n, int s) const;
+  void wide_adjoint(const double* theta, const Propagator::Chain* chains, int n, int s, const double* derivs,
+                    int first) const;
 
   DenseResNet host_;
   std::shared_ptr<DeviceBackend> dev_;
   const double* host_theta_ = nullptr;
+  mutable StateBuffer scratch_;  // GEMM outputs of the wide path (one state per chain)
 };
 
 /// ResNetMgrit on a device: host arrays in and out (theta, features, labels,
