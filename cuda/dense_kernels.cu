@@ -543,6 +543,7 @@ class CudaBackend final : public DeviceBackend {
     element({kernels::ElementOp::Fas, g, gf, p, ll(n)});
   }
   double sum_sq_diff(const double* a, const double* b, std::size_t n) const override { return device_sumsq(a, b, n); }
+  void synchronize() override { LP_CUDA_CHECK(cudaDeviceSynchronize()); }
 
   void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
                        const Propagator::Chain* chains, int n) override {

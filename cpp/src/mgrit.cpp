@@ -263,6 +263,10 @@ long long Mgrit::parallel(int n, const std::function<long long(int)>& body) {
 
 int Mgrit::post_send(const double* src, int dest, int tag) {
   if (sp_.host()) return comm_->isend(src, ss_, dest, tag);
+  if (comm_->accepts_device_memory()) {
+    sp_.synchronize();  // the value must be written before the Comm reads it
+    return comm_->isend(src, ss_, dest, tag);
+  }
   Staged st{-1, std::vector<double>(ss_), nullptr};
   sp_.download(st.host.data(), src, ss_);
   st.req = comm_->isend(st.host.data(), ss_, dest, tag);
@@ -271,7 +275,7 @@ int Mgrit::post_send(const double* src, int dest, int tag) {
 }
 
 int Mgrit::post_recv(double* dst, int source, int tag) {
-  if (sp_.host()) return comm_->irecv(dst, ss_, source, tag);
+  if (sp_.host() || comm_->accepts_device_memory()) return comm_->irecv(dst, ss_, source, tag);
   Staged st{-1, std::vector<double>(ss_), dst};
   st.req = comm_->irecv(st.host.data(), ss_, source, tag);
   staged_.push_back(std::move(st));

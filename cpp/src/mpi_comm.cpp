@@ -2,6 +2,8 @@
 #include "layerparallel/mpi_comm.h"
 
 #include <dlfcn.h>
+
+#include <cstdlib>
 #include <time.h>
 
 #include <climits>
@@ -49,6 +51,13 @@ MpiComm::MpiComm(const MpiHandles& h) : h_(h) {
   barrier_ = lookup<fn_barrier>(lib_, "MPI_Barrier");
   check(lookup<fn_rank>(lib_, "MPI_Comm_rank")(h.comm, &rank_), "MPI_Comm_rank");
   check(lookup<fn_rank>(lib_, "MPI_Comm_size")(h.comm, &size_), "MPI_Comm_size");
+  // Device buffers go to MPI directly only when the library says it takes them
+  // (Open MPI's and MPICH's MPIX_Query_cuda_support() == 1) and the user did not
+  // turn it off (LP_CUDA_AWARE_MPI=0); otherwise the solvers stage through host copies.
+  if (void* q = dlsym(lib_, "MPIX_Query_cuda_support")) {
+    const char* env = std::getenv("LP_CUDA_AWARE_MPI");
+    device_aware_ = reinterpret_cast<int (*)()>(q)() == 1 && !(env && std::string(env) == "0");
+  }
 }
 
 MpiComm::~MpiComm() {

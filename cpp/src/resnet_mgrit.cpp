@@ -72,7 +72,8 @@ void ResNetMgrit::reset() { started_ = false; }
 
 void ResNetMgrit::bcast_state(StateBuffer& v, int root) {
   StateSpace& sp = net_.space();
-  if (sp.host()) {
+  if (sp.host() || comm_->accepts_device_memory()) {
+    sp.synchronize();
     comm_->bcast(v.data(), v.size(), root);
     return;
   }

@@ -196,11 +196,13 @@ TEST(EmulatorDeviceOptions, DistributedLayersMatchOneCpuProcess) {
                                   kBudgets[call][1])
                          .eval.objective;
   }
+  for (bool aware : {false, true}) {  // staged through host copies / handed to a device-aware Comm
+  SCOPED_TRACE(aware ? "device-aware comm" : "staged messages");
   ThreadWorld world(P);
   std::vector<std::vector<std::vector<double>>> got(P, std::vector<std::vector<double>>(3, std::vector<double>(np)));
   std::vector<std::vector<double>> obj(P, std::vector<double>(3));
   run_ranks(P, [&](int rank) {
-    ThreadComm comm(world, rank);
+    ThreadComm comm(world, rank, aware);
     DeviceResNetMgrit dev(p.spec, p.s, o, o, &comm, "emulator");
     dev.solver().set_relative_tolerance(1e-13);
     for (int call = 0; call < 3; ++call) {
@@ -217,6 +219,7 @@ TEST(EmulatorDeviceOptions, DistributedLayersMatchOneCpuProcess) {
       for (std::size_t k = 0; k < np; ++k) sum[k] += got[r][call][k];
     }
     EXPECT_TRUE(near_vec(sum, want[call], 1e-11)) << "evaluation " << call;
+  }
   }
 }
 

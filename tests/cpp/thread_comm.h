@@ -86,7 +86,8 @@ class ThreadWorld {
 
 class ThreadComm final : public layerparallel::Comm {
  public:
-  ThreadComm(ThreadWorld& w, int rank) : w_(w), rank_(rank) {}
+  ThreadComm(ThreadWorld& w, int rank, bool device_aware = false) : w_(w), rank_(rank), device_aware_(device_aware) {}
+  bool accepts_device_memory() const override { return device_aware_; }
   int rank() const override { return rank_; }
   int size() const override { return w_.size(); }
   void allreduce_sum(double* d, std::size_t n) override {
@@ -127,6 +128,7 @@ class ThreadComm final : public layerparallel::Comm {
   };
   ThreadWorld& w_;
   int rank_;
+  bool device_aware_ = false;
   std::vector<Req> reqs_;
 };
 

@@ -207,6 +207,18 @@ def test_layers_split_simultaneous_matches_one_process(config, reference, tmp_pa
             assert float(b[col]) == pytest.approx(float(a[col]), rel=1e-8, abs=1e-300)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["simultaneous", "serial"])
+def test_layers_split_on_emulated_devices_match_one_cpu_process(config, reference, tmp_path, mode):
+    # Every process trains its layers on its own (emulated) device: states stay in
+    # device memory, boundary states are staged through host copies for MPI.
+    out = tmp_path / "run"
+    r = mpirun(2, train_args(config, out, f'train.mode="{mode}"', "parallel.layer_procs=2",
+                             'train.device="emulator"'))
+    assert r.returncode == 0, r.stderr
+    compare(reference[mode], out, 1e-9)
+
+
 @pytest.mark.parametrize("procs,lp,dp", [(3, 3, 1), (4, 2, 2)])
 def test_layers_split_serial_pipeline_matches_one_process(config, reference, tmp_path, procs, lp, dp):
     out = tmp_path / "run"

@@ -26,6 +26,9 @@ class Comm {
   virtual int irecv(double* data, std::size_t n, int src, int tag) = 0;
   /// Completes a request returned by isend or irecv.
   virtual void wait(int request) = 0;
+  /// True when isend / irecv / bcast accept device memory (a CUDA-aware MPI that
+  /// says so); otherwise the solvers stage device states through host copies.
+  virtual bool accepts_device_memory() const { return false; }
 };
 
 /// The one-process communicator: every collective is the identity and there is

@@ -58,6 +58,9 @@ class MpiComm final : public Comm {
   /// Ends tracing (adds the final "end" span) and returns the events.
   std::vector<TraceEvent> stop_trace();
   bool tracing() const { return tracing_; }
+  /// True when the MPI library reports CUDA-aware support (MPIX_Query_cuda_support)
+  /// and LP_CUDA_AWARE_MPI is not 0.
+  bool accepts_device_memory() const override { return device_aware_; }
 
  private:
   using fn_rank = int (*)(std::uintptr_t, int*);
@@ -75,6 +78,7 @@ class MpiComm final : public Comm {
 
   MpiHandles h_;
   void* lib_ = nullptr;
+  bool device_aware_ = false;
   fn_p2p isend_ = nullptr, irecv_ = nullptr;
   fn_wait wait_ = nullptr;
   fn_allreduce allreduce_ = nullptr;

@@ -36,6 +36,10 @@ class StateSpace {
   /// sum_k (a_k - b_k)^2 (b may be nullptr), in a fixed order.
   virtual double sum_sq_diff(const double* a, const double* b, std::size_t n) const;
 
+  /// Waits until every operation on this space's memory has finished (before a
+  /// device-aware Comm reads it). No-op for host memory.
+  virtual void synchronize() {}
+
   /// Host memory to this space and back (n doubles).
   virtual void upload(double* dst, const double* host_src, std::size_t n);
   virtual void download(double* host_dst, const double* src, std::size_t n) const;
