@@ -284,6 +284,106 @@ TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
   }
 }
 
+// The backend's state arithmetic, reductions and GEMMs against plain host loops,
+// for sizes that leave partial blocks and sizes past the grid-stride cap.
+void check_backend_ops(DeviceBackend& dev) {
+  for (std::size_t n : {std::size_t{1}, std::size_t{257}, std::size_t{300001}}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    const std::vector<double> a = random_vector(n, -1, 1, 1), b = random_vector(n, -1, 1, 2),
+                              c = random_vector(n, -1, 1, 3);
+    StateBuffer A(dev, n), B(dev, n), C(dev, n);
+    dev.upload(A.data(), a.data(), n);
+    dev.upload(B.data(), b.data(), n);
+    auto got = [&](const StateBuffer& x) {
+      std::vector<double> h(n);
+      dev.download(h.data(), x.data(), n);
+      return h;
+    };
+    std::vector<double> want(n);
+    EXPECT_EQ(got(C), std::vector<double>(n, 0.0));  // allocations are zeroed
+    dev.copy(C.data(), A.data(), n);
+    EXPECT_EQ(got(C), a);
+    dev.add(C.data(), B.data(), n);
+    for (std::size_t k = 0; k < n; ++k) want[k] = a[k] + b[k];
+    EXPECT_EQ(got(C), want);
+    dev.sum(C.data(), B.data(), B.data(), n);
+    for (std::size_t k = 0; k < n; ++k) want[k] = b[k] + b[k];
+    EXPECT_EQ(got(C), want);
+    dev.upload(C.data(), c.data(), n);
+    dev.fas(C.data(), A.data(), B.data(), n);
+    for (std::size_t k = 0; k < n; ++k) want[k] = a[k] + b[k] - c[k];
+    EXPECT_EQ(got(C), want);
+    dev.fas(C.data(), nullptr, B.data(), n);
+    for (std::size_t k = 0; k < n; ++k) want[k] = b[k] - want[k];
+    EXPECT_EQ(got(C), want);
+    dev.zero(C.data(), n);
+    EXPECT_EQ(got(C), std::vector<double>(n, 0.0));
+    double ss = 0, sd = 0, dot = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+      ss += a[k] * a[k];
+      sd += (a[k] - b[k]) * (a[k] - b[k]);
+      dot += 0.5 * a[k] * b[k];
+    }
+    EXPECT_NEAR(dev.sum_sq_diff(A.data(), nullptr, n), ss, 1e-12 * ss);
+    EXPECT_NEAR(dev.sum_sq_diff(A.data(), B.data(), n), sd, 1e-12 * sd);
+    StateBuffer acc(dev, 1);
+    const double one = 1.0;
+    dev.upload(acc.data(), &one, 1);
+    dev.dot_accumulate(A.data(), B.data(), n, 0.5, acc.data());
+    double r = 0;
+    dev.download(&r, acc.data(), 1);
+    EXPECT_NEAR(r, 1.0 + dot, 1e-12 * (1 + std::fabs(dot)));
+  }
+  // Batched column-major GEMMs in all four transpose combinations, beta 0 and 1.
+  const int m = 37, n = 5, k = 41;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (double beta : {0.0, 1.0}) {
+        SCOPED_TRACE(std::string("ta ") + (ta ? "T" : "N") + " tb " + (tb ? "T" : "N") + " beta " + std::to_string(beta));
+        const int lda = ta ? k : m, ldb = tb ? n : k;
+        std::vector<std::vector<double>> hA, hB, hC;
+        std::vector<StateBuffer> dA, dB, dC;
+        std::vector<const double*> pA, pB;
+        std::vector<double*> pC;
+        for (int q = 0; q < 3; ++q) {
+          hA.push_back(random_vector(static_cast<std::size_t>(lda) * (ta ? m : k), -1, 1, 10 + q));
+          hB.push_back(random_vector(static_cast<std::size_t>(ldb) * (tb ? k : n), -1, 1, 20 + q));
+          hC.push_back(random_vector(static_cast<std::size_t>(m) * n, -1, 1, 30 + q));
+          dA.emplace_back(dev, hA[q].size());
+          dB.emplace_back(dev, hB[q].size());
+          dC.emplace_back(dev, hC[q].size());
+          dev.upload(dA[q].data(), hA[q].data(), hA[q].size());
+          dev.upload(dB[q].data(), hB[q].data(), hB[q].size());
+          dev.upload(dC[q].data(), hC[q].data(), hC[q].size());
+        }
+        for (int q = 0; q < 3; ++q) {
+          pA.push_back(dA[q].data());
+          pB.push_back(dB[q].data());
+          pC.push_back(dC[q].data());
+        }
+        dev.gemm_batched(ta, tb, m, n, k, 0.75, pA.data(), lda, pB.data(), ldb, beta, pC.data(), m, 3);
+        for (int q = 0; q < 3; ++q) {
+          std::vector<double> out(hC[q].size());
+          dev.download(out.data(), dC[q].data(), out.size());
+          for (int i = 0; i < m; ++i)
+            for (int j = 0; j < n; ++j) {
+              double x = 0;
+              for (int l = 0; l < k; ++l)
+                x += (ta ? hA[q][l + i * lda] : hA[q][i + l * lda]) * (tb ? hB[q][j + l * ldb] : hB[q][l + j * ldb]);
+              const double want_ij = 0.75 * x + beta * hC[q][i + j * m];
+              ASSERT_NEAR(out[i + j * m], want_ij, 1e-13 * k) << "batch " << q << " entry " << i << "," << j;
+            }
+        }
+      }
+}
+
+TEST(EmulatorBackend, StateArithmeticReductionsAndGemms) { check_backend_ops(*make_emulated_backend()); }
+
+TEST(CudaBackend, StateArithmeticReductionsAndGemms) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device: " << cuda_status();
+  check_backend_ops(*make_cuda_backend());
+}
+
 TEST(DeviceSelection, BadDevicesAreRefusedWithTheReason) {
   const Problem p = make_problem(8, 8, Activation::Tanh, Opening::Dense, 4, 1);
   EXPECT_THROW(make_device_backend("gpu"), std::invalid_argument);
