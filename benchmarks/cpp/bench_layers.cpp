@@ -12,18 +12,13 @@
 #include "layerparallel/dense.h"
 #include "layerparallel/network.h"
 #include "layerparallel/threading.h"
+#include "../bench_util.h"
 
 using namespace layerparallel;
 
 namespace {
 
-std::vector<double> random_vector(std::size_t n, double scale, unsigned seed) {
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> dist(-scale, scale);
-  std::vector<double> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
+using lpbench::random_vector;
 
 // Arguments: width, examples, threads.
 void BM_ForwardStep(benchmark::State& st) {

@@ -8,21 +8,18 @@
 //   cmake --build build/bench -j && build/bench/lp_bench_cuda
 #include <benchmark/benchmark.h>
 
-#include <random>
 #include <vector>
 
 #include "layerparallel/cuda.h"
+#include "layerparallel/device_network.h"
+#include "../bench_util.h"
 
 using namespace layerparallel;
 
 namespace {
 
 std::vector<double> random(std::size_t n, unsigned seed, double scale = 0.5) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<double> u(-scale, scale);
-  std::vector<double> v(n);
-  for (auto& x : v) x = u(g);
-  return v;
+  return lpbench::random_vector(n, scale, seed);
 }
 
 bool skip_without_device(benchmark::State& state) {
@@ -117,8 +114,65 @@ void BM_ResidualNorm(benchmark::State& state) {
 
 }  // namespace
 
+// The wide path (width > 32): every chain's step k as one batched cuBLAS GEMM plus
+// one epilogue launch. Arguments: width w, examples s, chains C, steps per chain m.
+void BM_WideBlockPropagate(benchmark::State& state) {
+  if (skip_without_device(state)) return;
+  const int w = static_cast<int>(state.range(0)), s = static_cast<int>(state.range(1));
+  const int C = static_cast<int>(state.range(2)), m = static_cast<int>(state.range(3));
+  NetworkSpec spec;
+  spec.width = w;
+  spec.layers = C * m;
+  spec.activation = Activation::Tanh;
+  spec.n_classes = 5;
+  auto dev = std::shared_ptr<DeviceBackend>(make_cuda_backend());
+  DeviceDenseResNet net(spec, dev);
+  const std::size_t sw = static_cast<std::size_t>(s) * w;
+  DeviceBuffer<double> theta(random(net.param_size(), 6, 0.05)), starts(random(sw * C, 7)), states(sw * C * m);
+  std::vector<std::vector<int>> idx(C);
+  std::vector<std::vector<double*>> outs(C);
+  std::vector<Propagator::Chain> chains;
+  for (int c = 0; c < C; ++c) {
+    for (int k = 0; k <= m; ++k) idx[c].push_back(c * m + k);
+    for (int k = 0; k < m; ++k) outs[c].push_back(states.data() + sw * (c * m + k));
+  }
+  for (int c = 0; c < C; ++c) chains.push_back({idx[c].data(), m, starts.data() + sw * c, outs[c].data(), nullptr});
+  for (auto _ : state) {
+    net.propagate_chains(theta.data(), chains.data(), C, s);
+    cuda_synchronize();
+  }
+  const double M = static_cast<double>(C) * m;
+  // Per step: the GEMM reads K and the input, writes z; the epilogue reads z and the input, writes out.
+  rates(state, M * (40.0 * s * w + 8.0 * w * w), M * s * (2.0 * w * w + 3.0 * w));
+}
+
+// One simultaneous-mode gradient (2 forward and 2 adjoint cycles, warm) on the
+// device: the work of a training iteration whose line search takes the first
+// step. Arguments: width w, layers N, examples s.
+void BM_DeviceGradient(benchmark::State& state) {
+  if (skip_without_device(state)) return;
+  const int w = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1));
+  const int s = static_cast<int>(state.range(2));
+  NetworkSpec spec;
+  spec.width = w;
+  spec.layers = N;
+  spec.activation = Activation::SmoothRelu;
+  MgritOptions o;
+  o.cfactor = 4;
+  o.relax = {"F", "FCF"};
+  DeviceResNetMgrit solver(spec, s, o, o, nullptr, "cuda");
+  const auto theta = random(DenseResNet(spec).param_size(), 8, 0.1), X = random(static_cast<std::size_t>(s) * 2, 9, 2.0);
+  std::vector<std::int64_t> y(s);
+  for (int i = 0; i < s; ++i) y[i] = i % spec.n_classes;
+  std::vector<double> grad(theta.size());
+  solver.evaluate(theta.data(), X.data(), y.data(), Regularization{}, grad.data(), -1, -1);
+  for (auto _ : state) solver.evaluate(theta.data(), X.data(), y.data(), Regularization{}, grad.data(), 2, 2);
+}
+
 BENCHMARK(BM_DenseStep)->Args({8, 5000})->Args({32, 5000})->Args({8, 1 << 20})->UseRealTime();
 BENCHMARK(BM_BlockPropagate)->Args({8, 5000, 8, 4})->Args({8, 5000, 256, 4})->Args({32, 65536, 64, 8})->UseRealTime();
 BENCHMARK(BM_AdjointStep)->Args({8, 5000, 0})->Args({8, 5000, 1})->Args({32, 1 << 20, 1})->UseRealTime();
 BENCHMARK(BM_LayerGradient)->Args({8, 5000})->Args({32, 1 << 20})->UseRealTime();
 BENCHMARK(BM_ResidualNorm)->Arg(40000)->Arg(1 << 24)->UseRealTime();
+BENCHMARK(BM_WideBlockPropagate)->Args({128, 5000, 16, 4})->Args({512, 4096, 16, 4})->UseRealTime();
+BENCHMARK(BM_DeviceGradient)->Args({8, 32, 5000})->Args({8, 1024, 5000})->Args({128, 64, 5000})->UseRealTime();
