@@ -371,13 +371,7 @@ void cuda_layer_gradient(Activation act, int w, const double* K, double b, const
     LP_CUDA_LAUNCH(kern, blocks, threads, shared_bytes(kernels::layer_gradient_shared(w, threads)), w, K, b, u,
                    lam_next, deriv, s, gscale, partial.data());
   });
-  kernels::PartialTargets t;
-  t.dst[0] = gK;
-  t.end[0] = w * w;
-  t.dst[1] = gb;
-  t.end[1] = len;
-  t.end[2] = len;
-  launch_sum_partials(partial.data(), blocks, len, t);
+  launch_sum_partials(partial.data(), blocks, len, kernels::layer_gradient_targets(w, gK, gb));
   LP_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -400,14 +394,7 @@ double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, c
   totals.zero();
   LP_CUDA_LAUNCH(classifier_kernel, blocks, threads, shared_bytes(kernels::classifier_shared(nc, threads)), w, nc,
                  Wc, mu, U, labels, s, scale, lam, grad, partial.data());
-  kernels::PartialTargets t;
-  t.dst[0] = totals.data();
-  t.end[0] = 2;
-  t.dst[1] = gW;
-  t.end[1] = grad ? 2 + nc * w : 2;
-  t.dst[2] = gmu;
-  t.end[2] = len;
-  launch_sum_partials(partial.data(), blocks, len, t);
+  launch_sum_partials(partial.data(), blocks, len, kernels::classifier_targets(w, nc, totals.data(), gW, gmu));
   double host[2];
   totals.download(host, 2);  // synchronises
   if (correct) *correct = static_cast<std::int64_t>(host[1]);
@@ -425,12 +412,7 @@ double device_sumsq(const double* a, const double* b, std::size_t n) {
   total.zero();
   LP_CUDA_LAUNCH(sumsq_kernel, blocks, threads, shared_bytes(threads), a, b, static_cast<long long>(n),
                  partial.data());
-  kernels::PartialTargets t;
-  t.dst[0] = total.data();
-  t.end[0] = 1;
-  t.end[1] = 1;
-  t.end[2] = 1;
-  launch_sum_partials(partial.data(), blocks, 1, t);
+  launch_sum_partials(partial.data(), blocks, 1, kernels::scalar_target(total.data()));
   double host = 0.0;
   total.download(&host, 1);
   return host;
@@ -657,10 +639,7 @@ class CudaBackend final : public DeviceBackend {
     const int blocks = static_cast<int>(std::min<long long>((ll(n) + threads - 1) / threads, kernels::kNormMaxBlocks));
     DeviceBuffer<double> partial(blocks);
     LP_CUDA_LAUNCH(dot_kernel, blocks, threads, shared_bytes(threads), a, b, ll(n), scale, partial.data());
-    kernels::PartialTargets t;
-    t.dst[0] = dst;
-    t.end[0] = t.end[1] = t.end[2] = 1;
-    launch_sum_partials(partial.data(), blocks, 1, t);
+    launch_sum_partials(partial.data(), blocks, 1, kernels::scalar_target(dst));
     LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
   }
 

@@ -97,22 +97,10 @@ class EmulatedBackend final : public DeviceBackend {
   }
 
   double sum_sq_diff(const double* a, const double* b, std::size_t n) const override {
-    if (n == 0) return 0.0;
-    const int threads = 256;
-    const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
-    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
-    std::vector<double> partial(static_cast<std::size_t>(blocks));
-    run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_load(blk, t, bd, grid, a, b, ll(n), sh); });
-      for (int stride = threads / 2; stride > 0; stride /= 2)
-        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
-      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
-    });
     double total = 0.0;
-    kernels::PartialTargets tg;
-    tg.dst[0] = &total;
-    tg.end[0] = tg.end[1] = tg.end[2] = 1;
-    sum_partials(partial.data(), blocks, 1, tg);
+    tree_reduce(n, &total, [&](Idx3 blk, Idx3 t, Idx3 bd, Idx3 grid, double* sh) {
+      kernels::sumsq_load(blk, t, bd, grid, a, b, ll(n), sh);
+    });
     return total;
   }
 
@@ -221,12 +209,7 @@ class EmulatedBackend final : public DeviceBackend {
         });
       });
     });
-    kernels::PartialTargets tg;
-    tg.dst[0] = gK;
-    tg.end[0] = w * w;
-    tg.dst[1] = gb;
-    tg.end[1] = tg.end[2] = len;
-    sum_partials(partial.data(), blocks, len, tg);
+    sum_partials(partial.data(), blocks, len, kernels::layer_gradient_targets(w, gK, gb));
   }
 
   double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
@@ -253,14 +236,7 @@ class EmulatedBackend final : public DeviceBackend {
       });
     });
     double totals[2] = {0.0, 0.0};
-    kernels::PartialTargets tg;
-    tg.dst[0] = totals;
-    tg.end[0] = 2;
-    tg.dst[1] = gW;
-    tg.end[1] = grad ? 2 + nc * w : 2;
-    tg.dst[2] = gmu;
-    tg.end[2] = len;
-    sum_partials(partial.data(), blocks, len, tg);
+    sum_partials(partial.data(), blocks, len, kernels::classifier_targets(w, nc, totals, gW, gmu));
     if (correct) *correct = static_cast<std::int64_t>(totals[1]);
     return totals[0];
   }
@@ -302,25 +278,32 @@ class EmulatedBackend final : public DeviceBackend {
   }
 
   void dot_accumulate(const double* a, const double* b, std::size_t n, double scale, double* dst) override {
+    tree_reduce(n, dst, [&](Idx3 blk, Idx3 t, Idx3 bd, Idx3 grid, double* sh) {
+      kernels::dot_load(blk, t, bd, grid, a, b, ll(n), scale, sh);
+    });
+  }
+
+ private:
+  static long long ll(std::size_t n) { return static_cast<long long>(n); }
+
+  // A grid-stride reduction as the CUDA backend launches it (T = 256, at most
+  // kNormMaxBlocks blocks): load(block, thread, ...) fills shared memory, a tree
+  // halves it, one partial per block, the partials added into *dst in block order.
+  template <class Load>
+  static void tree_reduce(std::size_t n, double* dst, Load&& load) {
     if (n == 0) return;
     const int threads = 256;
     const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
     const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
     std::vector<double> partial(static_cast<std::size_t>(blocks));
     run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double* sh, double*) { kernels::dot_load(blk, t, bd, grid, a, b, ll(n), scale, sh); });
+      B.phase([&](Idx3 t, double* sh, double*) { load(blk, t, bd, grid, sh); });
       for (int stride = threads / 2; stride > 0; stride /= 2)
         B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
       B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
     });
-    kernels::PartialTargets tg;
-    tg.dst[0] = dst;
-    tg.end[0] = tg.end[1] = tg.end[2] = 1;
-    sum_partials(partial.data(), blocks, 1, tg);
+    sum_partials(partial.data(), blocks, 1, kernels::scalar_target(dst));
   }
-
- private:
-  static long long ll(std::size_t n) { return static_cast<long long>(n); }
 
   void element(const kernels::ElementArgs& e) const {
     if (e.n <= 0) return;

@@ -16,6 +16,7 @@
 #include "layerparallel/cuda.h"
 #include "layerparallel/device_network.h"
 #include "layerparallel/resnet_mgrit.h"
+#include "dense_problem.h"
 #include "reference.h"
 #include "thread_comm.h"
 
@@ -24,28 +25,18 @@ using namespace lptest;
 
 namespace {
 
-struct Problem {
-  NetworkSpec spec;
-  std::vector<double> theta, X;
-  std::vector<std::int64_t> y;
-  int s;
-};
+using Problem = DenseProblem;
 
 Problem make_problem(int N, int w, Activation act, Opening op, int s, unsigned seed) {
-  Problem p;
-  p.spec.n_features = 2;
-  p.spec.n_classes = 5;
-  p.spec.width = w;
-  p.spec.layers = N;
-  p.spec.T = 2.0;
-  p.spec.activation = act;
-  p.spec.opening = op;
-  p.s = s;
-  DenseResNet net(p.spec);
-  p.theta = random_vector(net.layout().size, -0.7, 0.7, seed);
-  p.X = random_vector(static_cast<std::size_t>(s) * 2, -2, 2, seed + 1);
-  for (int i = 0; i < s; ++i) p.y.push_back((i * 7 + 3) % 5);
-  return p;
+  NetworkSpec spec;
+  spec.n_features = 2;
+  spec.n_classes = 5;
+  spec.width = w;
+  spec.layers = N;
+  spec.T = 2.0;
+  spec.activation = act;
+  spec.opening = op;
+  return dense_problem(spec, s, seed, 0.7);
 }
 
 MgritOptions options(int m, const std::string& store = "all", int levels = 10) {

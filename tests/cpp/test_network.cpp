@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "layerparallel/network.h"
+#include "dense_problem.h"
 #include "reference.h"
 
 using namespace layerparallel;
@@ -16,29 +17,18 @@ using namespace lptest;
 
 namespace {
 
-struct Problem {
-  NetworkSpec spec;
-  std::vector<double> theta, X;
-  std::vector<std::int64_t> y;
-  int s;
-};
+using Problem = DenseProblem;
 
 Problem make_problem(Activation act, Opening op, int w, int N, int s, unsigned seed) {
-  Problem p;
-  p.spec.n_features = 3;
-  p.spec.n_classes = 3;
-  p.spec.width = w;
-  p.spec.layers = N;
-  p.spec.T = 1.7;
-  p.spec.activation = act;
-  p.spec.opening = op;
-  DenseResNet net(p.spec);
-  p.theta = random_vector(net.layout().size, -0.6, 0.6, seed);
-  p.s = s;
-  p.X = random_vector(static_cast<std::size_t>(s) * 3, -2, 2, seed + 1);
-  p.y.resize(s);
-  for (int i = 0; i < s; ++i) p.y[i] = (i * 5 + 1) % 3;
-  return p;
+  NetworkSpec spec;
+  spec.n_features = 3;
+  spec.n_classes = 3;
+  spec.width = w;
+  spec.layers = N;
+  spec.T = 1.7;
+  spec.activation = act;
+  spec.opening = op;
+  return dense_problem(spec, s, seed, 0.6);
 }
 
 class Network : public ::testing::TestWithParam<std::tuple<Activation, Opening>> {};

@@ -313,6 +313,35 @@ struct PartialTargets {
   int end[3] = {0, 0, 0};
 };
 
+/// The layouts of the reductions' partial rows: one scalar; a layer gradient
+/// [gK (w*w), gb]; the classifier [loss, hits (into totals[0..1]), gW (nc*w), gmu (nc)].
+LP_HOST_DEVICE inline PartialTargets scalar_target(double* dst) {
+  PartialTargets t;
+  t.dst[0] = dst;
+  t.end[0] = t.end[1] = t.end[2] = 1;
+  return t;
+}
+
+LP_HOST_DEVICE inline PartialTargets layer_gradient_targets(int w, double* gK, double* gb) {
+  PartialTargets t;
+  t.dst[0] = gK;
+  t.end[0] = w * w;
+  t.dst[1] = gb;
+  t.end[1] = t.end[2] = w * w + 1;
+  return t;
+}
+
+LP_HOST_DEVICE inline PartialTargets classifier_targets(int w, int nc, double* totals, double* gW, double* gmu) {
+  PartialTargets t;
+  t.dst[0] = totals;
+  t.end[0] = 2;
+  t.dst[1] = gW;
+  t.end[1] = gW ? 2 + nc * w : 2;
+  t.dst[2] = gmu;
+  t.end[2] = gW ? 2 + nc * w + nc : 2;
+  return t;
+}
+
 LP_HOST_DEVICE inline void sum_partials(Idx3 block, Idx3 thread, Idx3 block_dim, const double* LP_RESTRICT partial,
                                         int nblocks, int len, PartialTargets t) {
   const int e = example_of(block, thread, block_dim);
