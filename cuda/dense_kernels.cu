@@ -189,14 +189,7 @@ std::size_t shared_bytes(int doubles) { return static_cast<std::size_t>(doubles)
 // Compile-time widths for the common narrow layers (state in registers); others run with a runtime width.
 template <class F>
 void dispatch(Activation a, int w, F&& f) {
-  auto with_w = [&](auto A) {
-    switch (w) {
-      case 8: f(A, std::integral_constant<int, 8>{}); break;
-      case 16: f(A, std::integral_constant<int, 16>{}); break;
-      case 32: f(A, std::integral_constant<int, 32>{}); break;
-      default: f(A, std::integral_constant<int, 0>{}); break;
-    }
-  };
+  auto with_w = [&](auto A) { kernels::with_kernel_width(w, [&](auto WC) { f(A, WC); }); };
   switch (a) {
     case Activation::Tanh: with_w(TanhAct{}); break;
     case Activation::Relu: with_w(ReluAct{}); break;

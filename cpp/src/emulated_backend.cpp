@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "layerparallel/device_backend.h"
 #include "layerparallel/grid_emulator.h"
@@ -47,12 +48,7 @@ int blocks_for(long long n, int threads) { return static_cast<int>((n + threads 
 // The compile-time widths the CUDA dispatcher instantiates (8, 16, 32; 0 = any).
 template <class F>
 void with_width(int w, F&& f) {
-  switch (w) {
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    case 16: f(std::integral_constant<int, 16>{}); break;
-    case 32: f(std::integral_constant<int, 32>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
-  }
+  kernels::with_kernel_width(w, std::forward<F>(f));
 }
 
 void require_width(int w) {

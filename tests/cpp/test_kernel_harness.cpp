@@ -28,15 +28,10 @@ using kernels::Idx3;
 
 namespace {
 
-// Runs f with the compile-time width the CUDA dispatcher would pick (8, 16, 32 or 0).
+// Runs f with the compile-time width the CUDA dispatcher picks (8, 16, 32 or 0).
 template <class F>
 void with_w(int w, F&& f) {
-  switch (w) {
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    case 16: f(std::integral_constant<int, 16>{}); break;
-    case 32: f(std::integral_constant<int, 32>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
-  }
+  kernels::with_kernel_width(w, std::forward<F>(f));
 }
 
 constexpr double kTol = 1e-13;

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "layerparallel/activation_impl.h"
 #include "layerparallel/dense_impl.h"
@@ -41,6 +42,20 @@ constexpr int kStepThreads = 128;
 constexpr int kReduceThreads = 64;
 /// Most blocks of the grid-stride residual norm (bounds the serial final sum).
 constexpr int kNormMaxBlocks = 1024;
+
+/// Calls f(std::integral_constant<int, W>) with the compile-time width the
+/// one-thread-per-example kernels are instantiated for: 8, 16, 32, or 0 (any
+/// width, read at run time). Host code: the CUDA launchers, the emulator and the
+/// harness tests pick kernels the same way.
+template <class F>
+inline void with_kernel_width(int w, F&& f) {
+  switch (w) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
+  }
+}
 
 LP_HOST_DEVICE inline int example_of(Idx3 block, Idx3 thread, Idx3 block_dim) {
   return block.x * block_dim.x + thread.x;
