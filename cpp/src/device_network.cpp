@@ -38,10 +38,38 @@ void DeviceDenseResNet::add_host(double* grad, std::size_t begin, const double* 
   dev_->add(grad + begin, tmp.data(), n);
 }
 
-void DeviceDenseResNet::opening(const double*, const double* X, int s, double* U0) const {
-  std::vector<double> u(state_size(s));
-  host_.opening(host_theta(), X, s, u.data());
-  dev_->upload(U0, u.data(), u.size());
+// The dense opening on the device: z = W x (a GEMM over the uploaded features),
+// U0 = act(z + b). The expand opening has no parameters: its output is the
+// features padded with zeros, built on the host and uploaded (it is the input).
+const double* DeviceDenseResNet::device_features(const double* X, int s) const {
+  const std::size_t n = static_cast<std::size_t>(s) * spec().n_features;
+  if (features_.size() < n) features_ = StateBuffer(*dev_, n);
+  if (X != features_of_) {
+    dev_->upload(features_.data(), X, n);
+    features_of_ = X;
+  }
+  return features_.data();
+}
+
+void DeviceDenseResNet::opening(const double* theta, const double* X, int s, double* U0) const {
+  const int w = spec().width, nf = spec().n_features;
+  if (spec().opening != Opening::Dense) {
+    std::vector<double> u(state_size(s));
+    host_.opening(nullptr, X, s, u.data());
+    dev_->upload(U0, u.data(), u.size());
+    return;
+  }
+  features_of_ = nullptr;  // a new evaluation: the caller may have refilled X in place
+  const double* x = device_features(X, s);
+  const double* W[1] = {theta + layout().opening_weight};
+  double* Z[1] = {U0};
+  dev_->gemm_batched(true, false, w, s, nf, 1.0, W, nf, &x, nf, 0.0, Z, w, 1);
+  DeviceBackend::WideBatch e;
+  e.op = kernels::WideOp::Activate;
+  e.z = {U0};
+  e.out = {U0};
+  e.bias = {theta + layout().opening_bias};
+  dev_->wide_epilogue(spec().activation, w, s, e);
 }
 
 void DeviceDenseResNet::step(const double* theta, int n, double dt, const double* in, double* out, int s,
@@ -183,14 +211,33 @@ double DeviceDenseResNet::classifier(const double* theta, const double* UN, cons
                           grad ? grad + L.classifier_bias : nullptr);
 }
 
-void DeviceDenseResNet::opening_gradient(const double*, const double* X, const double* lam0, int s,
+// d = act'(W x + b) * lam0: gb += sum d (a dot of act'(.) with lam0), gW += d x^T (a GEMM).
+void DeviceDenseResNet::opening_gradient(const double* theta, const double* X, const double* lam0, int s,
                                          double* grad) const {
-  const std::size_t n = layout().weights;  // the opening's blocks come first
-  if (n == 0) return;                        // the expand opening has no parameters
-  std::vector<double> l(state_size(s)), g(param_size(), 0.0);
-  dev_->download(l.data(), lam0, l.size());
-  host_.opening_gradient(host_theta(), X, l.data(), s, g.data());
-  add_host(grad, 0, g.data(), n);
+  if (spec().opening != Opening::Dense) return;  // no parameters
+  const int w = spec().width, nf = spec().n_features;
+  const std::size_t sz = state_size(s);
+  const double* x = device_features(X, s);
+  double* z = scratch(2 * sz);
+  double* D = z + sz;
+  const double* W[1] = {theta + layout().opening_weight};
+  dev_->gemm_batched(true, false, w, s, nf, 1.0, W, nf, &x, nf, 0.0, &z, w, 1);
+  DeviceBackend::WideBatch e;
+  e.op = kernels::WideOp::Deriv;
+  e.z = {z};
+  e.out = {z};
+  e.bias = {theta + layout().opening_bias};
+  dev_->wide_epilogue(spec().activation, w, s, e);
+  dev_->dot_accumulate(z, lam0, sz, 1.0, grad + layout().opening_bias);
+  DeviceBackend::WideBatch p;
+  p.op = kernels::WideOp::Product;
+  p.a = {z};
+  p.b = {lam0};
+  p.z = {D};
+  dev_->wide_epilogue(spec().activation, w, s, p);
+  const double* Dp = D;
+  double* G[1] = {grad + layout().opening_weight};
+  dev_->gemm_batched(false, true, nf, w, s, 1.0, &x, nf, &Dp, w, 1.0, G, nf, 1);
 }
 
 double DeviceDenseResNet::regularization(const double*, const Regularization& reg, double* grad) const {

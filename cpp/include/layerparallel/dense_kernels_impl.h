@@ -500,7 +500,8 @@ LP_HOST_DEVICE inline void classifier_entries(Idx3 block, Idx3 thread, Idx3 bloc
 //   Deriv:      out = act'(z + bias)                 after z = K u      (linearisation)
 //   AdjointPre: z = dt (b * a), out = a (+ rhs)      before out += K^T z (adjoint, b = act'(.))
 //   Product:    z = a * b                                                (D of the layer gradient)
-enum class WideOp : int { Step = 0, Deriv = 1, AdjointPre = 2, Product = 3 };
+//   Activate:   out = act(z + bias)                  after z = W x      (the dense opening)
+enum class WideOp : int { Step = 0, Deriv = 1, AdjointPre = 2, Product = 3, Activate = 4 };
 
 struct WideArgs {
   WideOp op = WideOp::Step;
@@ -535,6 +536,7 @@ LP_HOST_DEVICE inline void wide_epilogue(Idx3 block, Idx3 thread, Idx3 block_dim
         break;
       }
       case WideOp::Product: a.z[q][k] = a.a[q][k] * a.b[q][k]; break;
+      case WideOp::Activate: a.out[q][k] = Act::f(a.z[q][k] + *a.bias[q]); break;
     }
   }
 }

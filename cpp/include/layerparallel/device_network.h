@@ -4,11 +4,11 @@
 // The MGRIT engine keeps its states in the backend's memory (StateSpace) and
 // relaxes every interval of a level in one block-propagation launch.
 //
-// What stays on the host: the opening layer (n_features inputs per example;
-// its output is uploaded, one state per evaluation, and its gradient needs one
-// state downloaded), the regularisers (parameter-sized), and the optimiser:
-// the parameters are uploaded and the gradient downloaded once per evaluation
-// (parameter-sized copies; states never cross).
+// What crosses between host and device per evaluation: the features (uploaded
+// once; the expand opening's zero-padded copy of them), the parameters (up) and
+// the gradient (down), and the regularisers' value and gradient (parameter-sized,
+// computed on the host). States, adjoints and activation derivatives never cross
+// except as MPI messages between processes.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +46,7 @@ class DeviceDenseResNet final : public ResidualNetwork {
   StateSpace& space() const override { return *dev_; }
   bool fuses_chains() const override { return true; }
 
-  /// X is host memory; U0 device.
+  /// X is host memory (uploaded once per evaluation); U0 device.
   void opening(const double* theta, const double* X, int s, double* U0) const override;
   /// dt must be a whole number of h (as every MGRIT step is); deriv must be null.
   void step(const double* theta, int n, double dt, const double* in, double* out, int s,
@@ -89,6 +89,8 @@ class DeviceDenseResNet final : public ResidualNetwork {
   // Wide layers (w > kernels::kMaxWidth): batched GEMMs plus epilogue launches.
   bool wide() const { return spec().width > kernels::kMaxWidth; }
   double* scratch(std::size_t n) const;
+  /// The features X (host) in device memory, uploaded when X is not the array of the last upload.
+  const double* device_features(const double* X, int s) const;
   void wide_propagate(const double* theta, const Propagator::Chain* chains, int n, int s) const;
   void wide_adjoint(const double* theta, const Propagator::Chain* chains, int n, int s, const double* derivs,
                     int first) const;
@@ -96,7 +98,9 @@ class DeviceDenseResNet final : public ResidualNetwork {
   DenseResNet host_;
   std::shared_ptr<DeviceBackend> dev_;
   const double* host_theta_ = nullptr;
-  mutable StateBuffer scratch_;  // GEMM outputs of the wide path (one state per chain)
+  mutable StateBuffer scratch_;   // GEMM outputs of the wide path (one state per chain)
+  mutable StateBuffer features_;  // the dense opening's input on the device
+  mutable const double* features_of_ = nullptr;  // the host array features_ holds
 };
 
 /// ResNetMgrit on a device: host arrays in and out (theta, features, labels,
