@@ -591,21 +591,46 @@ void Mgrit::restrict_fas(int level) {
     if (c.left >= 0) rreq = post_recv(c.ghost.data(), c.left, tag(cl, kRestrictTag));
     if (c.right >= 0) sreq = post_send(point(level, (je - 1) * m), c.right, tag(cl, kRestrictTag));
     if (jb == 0) copy(point(level, 0), rhs_at(cl, 0));
-    auto one = [&](int j) -> long long {
+    // The coarse step into point j: g = Phi^c(v_{j-1}) (the first half of the rhs).
+    auto coarse_step = [&](int j) {
       // v_j = u_jm is the same memory as the fine C-point: nothing to inject.
       const double* ufprev = j - 1 == jb - 1 ? c.ghost.data() : point(level, (j - 1) * m);
+      prop_.step(cl, hier_.fine_index(cl, j - 1), hier_.fine_index(cl, j), ufprev, rhs_at(cl, j));
+    };
+    auto finish = [&](int j) {
       double* g = rhs_at(cl, j);
-      prop_.step(cl, hier_.fine_index(cl, j - 1), hier_.fine_index(cl, j), ufprev, g);  // g = P
       if (coarsest ? j == 1 : (j - 1) % mc == 0) copy(g, first_at(cl, (j - 1) / mc));
       const double* p = pred_at(level, j);
       const double* gf = level > 0 ? rhs_at(level, j * m) : nullptr;
       // g = v - P^c + r with r = g_f + P - v: v cancels.
       sp_.fas(g, gf, p, ss);
+    };
+    auto one = [&](int j) -> long long {
+      coarse_step(j);
+      finish(j);
       return 1;
     };
     // Points that need nothing from the left first, then the first owned one.
     const int lb = std::max(jb, 1) + (jb >= 1 ? 1 : 0);
-    long long n = parallel(je - lb, [&](int k) { return one(lb + k); });
+    long long n = 0;
+    if (je > lb && prop_.fuses_chains()) {
+      // All their coarse steps in one call (one launch on a device), then the rhs.
+      std::vector<int> idx;
+      std::vector<double*> outs;
+      for (int j = lb; j < je; ++j) {
+        idx.push_back(hier_.fine_index(cl, j - 1));
+        idx.push_back(hier_.fine_index(cl, j));
+        outs.push_back(rhs_at(cl, j));
+      }
+      std::vector<Propagator::Chain> chains;
+      for (int j = lb; j < je; ++j)
+        chains.push_back({idx.data() + 2 * (j - lb), 1, point(level, (j - 1) * m), outs.data() + (j - lb), nullptr});
+      prop_.propagate_chains(cl, chains.data(), static_cast<int>(chains.size()));
+      for (int j = lb; j < je; ++j) finish(j);
+      n = je - lb;
+    } else {
+      n = parallel(je - lb, [&](int k) { return one(lb + k); });
+    }
     if (rreq >= 0) complete(rreq);
     if (jb >= 1) n += one(jb);
     if (sreq >= 0) complete(sreq);
