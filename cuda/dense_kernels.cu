@@ -170,6 +170,22 @@ __global__ void dot_kernel(const double* a, const double* b, long long n, double
   kernels::sumsq_store(blk, thr, sh, partial);
 }
 
+template <class Act>
+__global__ void opening_kernel(int w, int nf, const double* W, const double* b, const double* X, double* U0, int s) {
+  LP_KERNEL_INDICES;
+  kernels::opening_compute<Act>(blk, thr, bdim, w, nf, W, b, X, U0, s);
+}
+
+template <class Act>
+__global__ void opening_gradient_kernel(int w, int nf, const double* W, const double* b, const double* X,
+                                        const double* lam0, int s, double* partial) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  kernels::opening_gradient_rows<Act>(blk, thr, bdim, w, nf, W, b, X, lam0, s, sh);
+  __syncthreads();
+  kernels::opening_gradient_entries(blk, thr, bdim, w, nf, X, s, sh, partial);
+}
+
 // ------------------------------------------------------------------ host helpers
 
 void require_cuda(const char* what) {
@@ -178,8 +194,8 @@ void require_cuda(const char* what) {
 
 void require_width(int w) {
   LP_REQUIRE(w >= 1 && w <= kernels::kMaxWidth,
-             "the CUDA kernels take widths 1.." << kernels::kMaxWidth << " (wider layers need the cuBLAS path, "
-                                                << "not implemented yet), got " << w);
+             "the one-thread-per-example CUDA kernels take widths 1.." << kernels::kMaxWidth
+                                                << " (DeviceDenseResNet runs wider layers through cuBLAS), got " << w);
 }
 
 int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
@@ -434,7 +450,6 @@ struct CublasApi {
                const double*, double*, int) = nullptr;
   int (*dgemm_batched)(Handle, int, int, int, int, int, const double*, const double* const*, int,
                        const double* const*, int, const double*, double* const*, int, int) = nullptr;
-  Handle handle = nullptr;
   std::string error;  // why cuBLAS cannot be used (empty when it can)
 };
 
@@ -451,7 +466,8 @@ CublasApi load_cublas() {
     if ((lib = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
   if (lib == nullptr) {
     api.error = "cuBLAS was not found (tried " + names.front() + (names.size() > 1 ? ", " + names[1] : "") +
-                "; install the CUDA toolkit or `pip install nvidia-cublas`, or set LP_CUBLAS_LIBRARY)";
+                "; install the CUDA toolkit or `pip install nvidia-cublas`, or set LP_CUBLAS_LIBRARY to the "
+                "library's path)";
     return api;
   }
   api.create = reinterpret_cast<decltype(api.create)>(dlsym(lib, "cublasCreate_v2"));
@@ -462,14 +478,16 @@ CublasApi load_cublas() {
     api.error = "the cuBLAS library found lacks cublasCreate_v2 / cublasDgemm_v2 / cublasDgemmBatched";
     return api;
   }
-  if (const int st = api.create(&api.handle); st != 0)
-    api.error = "cublasCreate failed with status " + std::to_string(st);
-  return api;  // the handle lives as long as the process (the library is never closed)
+  return api;  // the library is never closed
 }
 
-CublasApi& cublas() {
-  static CublasApi api = load_cublas();
-  if (!api.error.empty()) throw std::runtime_error("wide layers (width > 32) on the GPU need cuBLAS: " + api.error);
+// The function table, loaded once per process (handles are per backend: a
+// cuBLAS handle must not be used by two host threads at once).
+const CublasApi& cublas() {
+  static const CublasApi api = load_cublas();
+  if (!api.error.empty())
+    throw std::runtime_error("layers wider than 32 (and the dense opening of networks wider than 32) on the GPU "
+                             "need cuBLAS: " + api.error);
   return api;
 }
 
@@ -485,6 +503,9 @@ namespace {
 
 class CudaBackend final : public DeviceBackend {
  public:
+  ~CudaBackend() override {
+    if (handle_) cublas().destroy(handle_);  // created only after cublas() succeeded
+  }
   std::string name() const override { return "cuda"; }
 
   double* allocate(std::size_t n) override {
@@ -562,13 +583,39 @@ class CudaBackend final : public DeviceBackend {
     return cuda_classifier_loss(w, nc, Wc, mu, U, labels, s, scale, correct, lam, gW, gmu);
   }
 
+  void dense_opening(Activation act, int w, int nf, const double* W, const double* b, const double* X, double* U0,
+                     int s) override {
+    if (s <= 0) return;
+    dispatch(act, 0, [&](auto A, auto) {
+      auto kern = opening_kernel<decltype(A)>;
+      LP_CUDA_LAUNCH(kern, blocks_for(s, kernels::kStepThreads), kernels::kStepThreads, 0, w, nf, W, b, X, U0, s);
+    });
+  }
+
+  void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b, const double* X,
+                              const double* lam0, int s, double* gW, double* gb) override {
+    if (s <= 0) return;
+    const int threads = kernels::kReduceThreads;
+    const int blocks = blocks_for(s, threads);
+    const int len = kernels::opening_gradient_len(w, nf);
+    DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * len);
+    dispatch(act, 0, [&](auto A, auto) {
+      auto kern = opening_gradient_kernel<decltype(A)>;
+      LP_CUDA_LAUNCH(kern, blocks, threads, shared_bytes(kernels::opening_gradient_shared(w, threads)), w, nf, W, b,
+                     X, lam0, s, partial.data());
+    });
+    launch_sum_partials(partial.data(), blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
+    LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
+  }
+
   void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
                     const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) override {
     if (batch <= 0) return;
-    CublasApi& api = cublas();
+    const CublasApi& api = cublas();
+    if (handle_ == nullptr) check_cublas(api.create(&handle_), "cublasCreate");
     const int opa = ta ? kCublasOpT : kCublasOpN, opb = tb ? kCublasOpT : kCublasOpN;
     if (batch == 1) {
-      check_cublas(api.dgemm(api.handle, opa, opb, m, n, k, &alpha, A[0], lda, B[0], ldb, &beta, C[0], ldc),
+      check_cublas(api.dgemm(handle_, opa, opb, m, n, k, &alpha, A[0], lda, B[0], ldb, &beta, C[0], ldc),
                    "cublasDgemm");
       return;
     }
@@ -581,7 +628,7 @@ class CudaBackend final : public DeviceBackend {
     if (gemm_ptrs_.size() < bytes) gemm_ptrs_ = DeviceBuffer<char>(bytes);
     gemm_ptrs_.upload(reinterpret_cast<const char*>(host.data()), bytes);
     auto* d = reinterpret_cast<const double* const*>(gemm_ptrs_.data());
-    check_cublas(api.dgemm_batched(api.handle, opa, opb, m, n, k, &alpha, d, lda, d + batch, ldb, &beta,
+    check_cublas(api.dgemm_batched(handle_, opa, opb, m, n, k, &alpha, d, lda, d + batch, ldb, &beta,
                                    const_cast<double* const*>(d + 2 * batch), ldc, batch),
                  "cublasDgemmBatched");
   }
@@ -647,6 +694,7 @@ class CudaBackend final : public DeviceBackend {
   DeviceBuffer<char> scratch_;  // chain arrays of the last block launch
   DeviceBuffer<char> ptrs_;     // state pointers of the last layer_derivs launch
   DeviceBuffer<char> gemm_ptrs_;  // pointer arrays of the last batched GEMM
+  CublasApi::Handle handle_ = nullptr;  // this backend's cuBLAS handle (created on first use)
   DeviceBuffer<char> epi_;        // argument arrays of the last wide epilogue
 };
 

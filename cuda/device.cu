@@ -25,6 +25,14 @@ struct Probe {
   std::string status;
 };
 
+// An empty kernel: whether the device can run this build's code (the
+// architectures compiled in, or PTX it can JIT) is whether it has an image for it.
+__global__ void probe_kernel() {}
+
+#ifndef LP_CUDA_ARCHS
+#define LP_CUDA_ARCHS "?"
+#endif
+
 // Asks the runtime once; the answer cannot change while the process runs.
 Probe probe() {
   Probe p;
@@ -52,6 +60,16 @@ Probe probe() {
   if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
     cudaGetLastError();
     p.status = "no CUDA device was found (device 0 cannot be queried)";
+    return p;
+  }
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, probe_kernel) != cudaSuccess) {
+    cudaGetLastError();
+    std::ostringstream os;
+    os << "CUDA device 0 (" << prop.name << ", compute capability " << prop.major << "." << prop.minor
+       << ") cannot run this build's kernels, compiled for architectures " << LP_CUDA_ARCHS
+       << " (rebuild with -DCMAKE_CUDA_ARCHITECTURES=" << prop.major << prop.minor << ")";
+    p.status = os.str();
     return p;
   }
   std::ostringstream os;

@@ -38,12 +38,15 @@ void DeviceDenseResNet::add_host(double* grad, std::size_t begin, const double* 
   dev_->add(grad + begin, tmp.data(), n);
 }
 
-// The dense opening on the device: z = W x (a GEMM over the uploaded features),
-// U0 = act(z + b). The expand opening has no parameters: its output is the
+// The dense opening on the device: one thread per example for narrow networks;
+// for wide ones z = W x (a GEMM over the uploaded features), U0 = act(z + b). The expand opening has no parameters: its output is the
 // features padded with zeros, built on the host and uploaded (it is the input).
 const double* DeviceDenseResNet::device_features(const double* X, int s) const {
   const std::size_t n = static_cast<std::size_t>(s) * spec().n_features;
-  if (features_.size() < n) features_ = StateBuffer(*dev_, n);
+  if (features_.size() < n) {
+    features_ = StateBuffer(*dev_, n);
+    features_of_ = nullptr;
+  }
   if (X != features_of_) {
     dev_->upload(features_.data(), X, n);
     features_of_ = X;
@@ -61,6 +64,11 @@ void DeviceDenseResNet::opening(const double* theta, const double* X, int s, dou
   }
   features_of_ = nullptr;  // a new evaluation: the caller may have refilled X in place
   const double* x = device_features(X, s);
+  if (!wide()) {
+    dev_->dense_opening(spec().activation, w, nf, theta + layout().opening_weight, theta + layout().opening_bias, x,
+                        U0, s);
+    return;
+  }
   const double* W[1] = {theta + layout().opening_weight};
   double* Z[1] = {U0};
   dev_->gemm_batched(true, false, w, s, nf, 1.0, W, nf, &x, nf, 0.0, Z, w, 1);
@@ -211,13 +219,20 @@ double DeviceDenseResNet::classifier(const double* theta, const double* UN, cons
                           grad ? grad + L.classifier_bias : nullptr);
 }
 
-// d = act'(W x + b) * lam0: gb += sum d (a dot of act'(.) with lam0), gW += d x^T (a GEMM).
+// d = act'(W x + b) * lam0: narrow networks reduce per block; wide ones take
+// gb += sum d (a dot of act'(.) with lam0) and gW += d x^T (a GEMM).
 void DeviceDenseResNet::opening_gradient(const double* theta, const double* X, const double* lam0, int s,
                                          double* grad) const {
   if (spec().opening != Opening::Dense) return;  // no parameters
   const int w = spec().width, nf = spec().n_features;
   const std::size_t sz = state_size(s);
   const double* x = device_features(X, s);
+  if (!wide()) {
+    dev_->dense_opening_gradient(spec().activation, w, nf, theta + layout().opening_weight,
+                                 theta + layout().opening_bias, x, lam0, s, grad + layout().opening_weight,
+                                 grad + layout().opening_bias);
+    return;
+  }
   double* z = scratch(2 * sz);
   double* D = z + sz;
   const double* W[1] = {theta + layout().opening_weight};

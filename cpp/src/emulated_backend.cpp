@@ -1,6 +1,6 @@
 // The "emulator" device: the CUDA kernels' bodies run on the CPU over the same
-// launch grids, block sizes, shared-memory sizes and phases as
-// cuda/device_backend.cu launches them, on host memory. Slow (one thread at a
+// launch grids, block sizes, shared-memory sizes and phases as CudaBackend
+// (cuda/dense_kernels.cu) launches them, on host memory. Slow (one thread at a
 // time), exact in what it computes: it is how device-resident training is
 // tested on machines without a GPU.
 #include <algorithm>
@@ -235,6 +235,40 @@ class EmulatedBackend final : public DeviceBackend {
     sum_partials(partial.data(), blocks, len, kernels::classifier_targets(w, nc, totals, gW, gmu));
     if (correct) *correct = static_cast<std::int64_t>(totals[1]);
     return totals[0];
+  }
+
+  void dense_opening(Activation act, int w, int nf, const double* W, const double* b, const double* X, double* U0,
+                     int s) override {
+    if (s <= 0) return;
+    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), 1, 1};
+    with_activation(act, [&](auto A) {
+      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::opening_compute<decltype(A)>(blk, t, bd, w, nf, W, b, X, U0, s);
+        });
+      });
+    });
+  }
+
+  void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b, const double* X,
+                              const double* lam0, int s, double* gW, double* gb) override {
+    if (s <= 0) return;
+    const int threads = kernels::kReduceThreads;
+    const int blocks = blocks_for(s, threads);
+    const int len = kernels::opening_gradient_len(w, nf);
+    std::vector<double> partial(static_cast<std::size_t>(blocks) * len);
+    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    with_activation(act, [&](auto A) {
+      run_grid(grid, bd, kernels::opening_gradient_shared(w, threads), 0, false, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::opening_gradient_rows<decltype(A)>(blk, t, bd, w, nf, W, b, X, lam0, s, sh);
+        });
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::opening_gradient_entries(blk, t, bd, w, nf, X, s, sh, partial.data());
+        });
+      });
+    });
+    sum_partials(partial.data(), blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
   }
 
   void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,

@@ -275,7 +275,11 @@ int Mgrit::post_send(const double* src, int dest, int tag) {
 }
 
 int Mgrit::post_recv(double* dst, int source, int tag) {
-  if (sp_.host() || comm_->accepts_device_memory()) return comm_->irecv(dst, ss_, source, tag);
+  if (sp_.host()) return comm_->irecv(dst, ss_, source, tag);
+  if (comm_->accepts_device_memory()) {
+    sp_.synchronize();  // kernels still queued may read the buffer the Comm is about to overwrite
+    return comm_->irecv(dst, ss_, source, tag);
+  }
   Staged st{-1, std::vector<double>(ss_), dst};
   st.req = comm_->irecv(st.host.data(), ss_, source, tag);
   staged_.push_back(std::move(st));

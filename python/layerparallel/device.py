@@ -5,9 +5,13 @@ memory; every interval of an MGRIT level is one kernel launch) or ``"emulator"``
 testing device-resident training where no GPU exists)."""
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+
 from . import _core
 
-__all__ = ["DEVICES", "cuda_available", "check_device"]
+__all__ = ["DEVICES", "cuda_available", "check_device", "locate_cublas"]
 
 DEVICES = ("cpu", "cuda", "emulator")
 
@@ -15,6 +19,23 @@ DEVICES = ("cpu", "cuda", "emulator")
 def cuda_available() -> bool:
     """True when the CUDA backend is compiled in and a usable device is present."""
     return _core.built_with_cuda() and _core.cuda_status().startswith("CUDA device")
+
+
+def locate_cublas() -> str | None:
+    """The cuBLAS library of an installed ``nvidia-cublas`` wheel, exported as
+    ``LP_CUBLAS_LIBRARY`` for the engine (which opens cuBLAS at run time and whose
+    ``dlopen`` does not search site-packages). An explicit ``LP_CUBLAS_LIBRARY`` wins;
+    None when neither exists (the engine then tries the system's ``libcublas``)."""
+    if os.environ.get("LP_CUBLAS_LIBRARY"):
+        return os.environ["LP_CUBLAS_LIBRARY"]
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        for pattern in ("cu*/lib/libcublas.so.*", "cublas/lib/libcublas.so.*"):
+            hits = sorted(Path(base).glob(pattern))
+            if hits:
+                os.environ["LP_CUBLAS_LIBRARY"] = str(hits[-1])
+                return str(hits[-1])
+    return None
 
 
 def check_device(device: str, kind: str = "dense") -> str:
@@ -26,6 +47,8 @@ def check_device(device: str, kind: str = "dense") -> str:
         return device
     if kind != "dense":
         raise ValueError(f"device {device!r} trains dense networks only; model.kind = {kind!r} runs on the cpu")
-    if device == "cuda" and not cuda_available():
-        raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")
+    if device == "cuda":
+        if not cuda_available():
+            raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")
+        locate_cublas()
     return device

@@ -255,13 +255,23 @@ TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
     void gemm_batched(bool ta, bool tb, int m, int n, int k, double al, const double* const* A, int lda,
                       const double* const* B, int ldb, double be, double* const* C, int ldc, int batch) override {
       max_chains = std::max(max_chains, batch);
+      ++gemms;
       b_->gemm_batched(ta, tb, m, n, k, al, A, lda, B, ldb, be, C, ldc, batch);
     }
     void wide_epilogue(Activation a, int w, int s, const WideBatch& e) override { b_->wide_epilogue(a, w, s, e); }
+    void dense_opening(Activation a, int w, int nf, const double* W, const double* b, const double* X, double* U,
+                       int s) override {
+      b_->dense_opening(a, w, nf, W, b, X, U, s);
+    }
+    void dense_opening_gradient(Activation a, int w, int nf, const double* W, const double* b, const double* X,
+                                const double* l, int s, double* gW, double* gb) override {
+      b_->dense_opening_gradient(a, w, nf, W, b, X, l, s, gW, gb);
+    }
     void dot_accumulate(const double* a, const double* b, std::size_t n, double sc, double* d) override {
       b_->dot_accumulate(a, b, n, sc, d);
     }
     int max_chains = 0;
+    int gemms = 0;
 
    private:
     std::unique_ptr<DeviceBackend> b_;
@@ -276,8 +286,13 @@ TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
     dev->upload(theta.data(), p.theta.data(), p.theta.size());
     net.set_host_theta(p.theta.data());
     // (The emulator's memory is host memory: the host labels can be passed as they are.)
-    solver.evaluate(theta.data(), p.X.data(), p.y.data(), Regularization{}, nullptr, 2, 0);
+    std::vector<double> grad(p.theta.size());
+    StateBuffer g(*dev, grad.size());
+    solver.evaluate(theta.data(), p.X.data(), p.y.data(), Regularization{}, g.data(), 2, 1);
     EXPECT_EQ(dev->max_chains, 8);  // 32 layers / factor 4: the finest sweep's 8 intervals at once
+    // Narrow networks never need cuBLAS (forward, adjoint, gradients and the opening).
+    if (w <= kernels::kMaxWidth) EXPECT_EQ(dev->gemms, 0);
+    else EXPECT_GT(dev->gemms, 0);
   }
 }
 

@@ -9,6 +9,7 @@ cases therefore run everywhere and test everything but the CUDA launch glue.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ import layerparallel as lp
 from layerparallel import _core
 from layerparallel.config import config_from_dict
 from layerparallel.data import generate_peaks
-from layerparallel.device import check_device, cuda_available
+from layerparallel.device import check_device, cuda_available, locate_cublas
 from layerparallel.model import ResNet
 from layerparallel.train import MgritSolver, build_model, train
 
@@ -187,3 +188,18 @@ def test_bad_devices_are_refused_in_one_sentence(data) -> None:
     many = ResNet(2, 70, 70, 4, 1.0, "tanh", "dense")
     with pytest.raises(ValueError, match="classes"):
         _core.ResNetMgrit(many.core, 4, OPTIONS, OPTIONS, None, "emulator")
+
+
+def test_cublas_of_the_nvidia_wheel_is_found(tmp_path, monkeypatch) -> None:
+    # The wheel's layout: site-packages/nvidia/cu13/lib/libcublas.so.13 beside libcublasLt.
+    lib = tmp_path / "nvidia" / "cu13" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libcublasLt.so.13").write_bytes(b"")
+    (lib / "libcublas.so.13").write_bytes(b"")
+    monkeypatch.delenv("LP_CUBLAS_LIBRARY", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nvidia", raising=False)
+    assert locate_cublas() == str(lib / "libcublas.so.13")
+    assert os.environ["LP_CUBLAS_LIBRARY"] == str(lib / "libcublas.so.13")
+    monkeypatch.setenv("LP_CUBLAS_LIBRARY", "/opt/mine/libcublas.so.13")  # an explicit choice wins
+    assert locate_cublas() == "/opt/mine/libcublas.so.13"

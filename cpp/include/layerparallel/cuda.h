@@ -92,7 +92,8 @@ class DeviceBuffer {
 
 // ---- launch wrappers; every pointer argument is a device pointer unless said otherwise.
 // Widths up to 32 (one thread per example, weights in shared memory); wider
-// layers (cuBLAS path) are not implemented yet and are rejected.
+// layers are rejected here: DeviceDenseResNet (device_network.h) runs them as
+// batched cuBLAS GEMMs with epilogue kernels through its DeviceBackend.
 
 /// out = in + dt act(K in + b), (s, w) states (the CPU's dense_step).
 void cuda_dense_step(Activation act, int w, const double* K, double b, double dt, const double* in, double* out,

@@ -337,13 +337,18 @@ LP_HOST_DEVICE inline PartialTargets scalar_target(double* dst) {
   return t;
 }
 
-LP_HOST_DEVICE inline PartialTargets layer_gradient_targets(int w, double* gK, double* gb) {
+/// [a matrix of n entries, one bias]: a layer gradient (n = w*w) or the opening's (n = w*nf).
+LP_HOST_DEVICE inline PartialTargets matrix_bias_targets(int n, double* gM, double* gb) {
   PartialTargets t;
-  t.dst[0] = gK;
-  t.end[0] = w * w;
+  t.dst[0] = gM;
+  t.end[0] = n;
   t.dst[1] = gb;
-  t.end[1] = t.end[2] = w * w + 1;
+  t.end[1] = t.end[2] = n + 1;
   return t;
+}
+
+LP_HOST_DEVICE inline PartialTargets layer_gradient_targets(int w, double* gK, double* gb) {
+  return matrix_bias_targets(w * w, gK, gb);
 }
 
 LP_HOST_DEVICE inline PartialTargets classifier_targets(int w, int nc, double* totals, double* gW, double* gmu) {
@@ -485,6 +490,64 @@ LP_HOST_DEVICE inline void classifier_entries(Idx3 block, Idx3 thread, Idx3 bloc
     } else {
       const int j = e - 2 - nc * w;
       for (int i = 0; i < rows; ++i) acc += sh[i * nc + j];
+    }
+    partial[static_cast<std::size_t>(block.x) * len + e] = acc;
+  }
+}
+
+// ================================================================== the dense opening (w <= kMaxWidth)
+// U0 = act(W x + b) per example, one thread each (opening_compute). Its gradient
+// d = act'(W x + b) * lam0: each block writes one row of partials [gW (w*nf),
+// gb], then sum_partials (opening_gradient_targets). Phases:
+// opening_gradient_rows (d rows into shared memory) | opening_gradient_entries.
+// W (w, nf) and b (one value) are read from global memory; shared: block.x * w.
+
+LP_HOST_DEVICE inline int opening_gradient_len(int w, int nf) { return w * nf + 1; }
+LP_HOST_DEVICE inline int opening_gradient_shared(int w, int threads) { return threads * w; }
+
+template <class Act>
+LP_HOST_DEVICE inline void opening_compute(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int nf,
+                                           const double* LP_RESTRICT W, const double* LP_RESTRICT b,
+                                           const double* LP_RESTRICT X, double* LP_RESTRICT U0, int s) {
+  const int i = example_of(block, thread, block_dim);
+  if (i >= s) return;
+  dense_opening_example<Act>(w, nf, W, *b, X + static_cast<std::size_t>(i) * nf, U0 + static_cast<std::size_t>(i) * w);
+}
+
+template <class Act>
+LP_HOST_DEVICE inline void opening_gradient_rows(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int nf,
+                                                 const double* LP_RESTRICT W, const double* LP_RESTRICT b,
+                                                 const double* LP_RESTRICT X, const double* LP_RESTRICT lam0, int s,
+                                                 double* sh) {
+  const int i = example_of(block, thread, block_dim);
+  double* d = sh + thread.x * w;
+  if (i >= s) {
+    for (int r = 0; r < w; ++r) d[r] = 0.0;
+    return;
+  }
+  const double* x = X + static_cast<std::size_t>(i) * nf;
+  const double* l = lam0 + static_cast<std::size_t>(i) * w;
+  for (int r = 0; r < w; ++r) {
+    double z = *b;
+    for (int c = 0; c < nf; ++c) z += W[r * nf + c] * x[c];
+    d[r] = Act::df(z) * l[r];
+  }
+}
+
+LP_HOST_DEVICE inline void opening_gradient_entries(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int nf,
+                                                    const double* LP_RESTRICT X, int s, const double* LP_RESTRICT sh,
+                                                    double* LP_RESTRICT partial) {
+  const int i0 = block.x * block_dim.x;
+  const int rows = s - i0 < block_dim.x ? s - i0 : block_dim.x;
+  const int len = opening_gradient_len(w, nf);
+  for (int e = thread.x; e < len; e += block_dim.x) {
+    double acc = 0.0;
+    if (e < w * nf) {
+      const int r = e / nf, c = e % nf;
+      for (int i = 0; i < rows; ++i) acc += sh[i * w + r] * X[static_cast<std::size_t>(i0 + i) * nf + c];
+    } else {
+      for (int i = 0; i < rows; ++i)
+        for (int r = 0; r < w; ++r) acc += sh[i * w + r];
     }
     partial[static_cast<std::size_t>(block.x) * len + e] = acc;
   }

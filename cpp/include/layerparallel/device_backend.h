@@ -2,7 +2,7 @@
 // StateSpace, so the MGRIT engine keeps its states there) and the dense-layer
 // kernels on it. Two implementations run the very same kernel bodies
 // (dense_kernels_impl.h):
-//   - "cuda": real launches on a GPU (cuda/device_backend.cu, CUDA builds);
+//   - "cuda": real launches on a GPU (CudaBackend in cuda/dense_kernels.cu, CUDA builds);
 //   - "emulator": the bodies over their launch grid on the CPU, in host memory
 //     (grid_emulator.h). Slow, but it runs the whole device-resident training
 //     (orchestration and kernels) where no GPU exists; the tests use it.
@@ -56,6 +56,14 @@ class DeviceBackend : public StateSpace {
   virtual double classifier(int w, int nc, const double* Wc, const double* mu, const double* U,
                             const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
                             double* gW, double* gmu) = 0;
+
+  /// The dense opening, one thread per example (w <= kernels::kMaxWidth): U0 = act(W x + b),
+  /// W (w, nf), b one value, X (s, nf), all device memory.
+  virtual void dense_opening(Activation act, int w, int nf, const double* W, const double* b, const double* X,
+                             double* U0, int s) = 0;
+  /// gW += d x^T, gb += sum d with d = act'(W x + b) * lam0. Deterministic.
+  virtual void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b,
+                                      const double* X, const double* lam0, int s, double* gW, double* gb) = 0;
 
   // ---- wide layers (w > kernels::kMaxWidth): GEMMs and their epilogues
   /// Column-major C_q = alpha op(A_q) op(B_q) + beta C_q for q < batch (cuBLAS's
