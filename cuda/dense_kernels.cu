@@ -147,6 +147,11 @@ __global__ void layer_derivs_kernel(kernels::LayerDerivArgs a) {
   kernels::layer_derivs_compute<Act, W>(blk, thr, bdim, a, sh);
 }
 
+__global__ void elementwise_batch_kernel(kernels::ElementBatchArgs e) {
+  LP_KERNEL_INDICES;
+  kernels::elementwise_batch(blk, thr, bdim, idx3(gridDim), e);
+}
+
 __global__ void elementwise_kernel(kernels::ElementArgs e) {
   LP_KERNEL_INDICES;
   kernels::elementwise(blk, thr, bdim, idx3(gridDim), e);
@@ -538,6 +543,14 @@ class CudaBackend final : public DeviceBackend {
   void fas(double* g, const double* gf, const double* p, std::size_t n) override {
     element({kernels::ElementOp::Fas, g, gf, p, ll(n)});
   }
+  void sum_batch(double* const* dst, const double* const* a, const double* const* b, int count,
+                 std::size_t n) override {
+    element_batch(kernels::ElementOp::Sum, dst, a, b, count, n);
+  }
+  void fas_batch(double* const* g, const double* const* gf, const double* const* p, int count,
+                 std::size_t n) override {
+    element_batch(kernels::ElementOp::Fas, g, gf, p, count, n);
+  }
   double sum_sq_diff(const double* a, const double* b, std::size_t n) const override { return device_sumsq(a, b, n); }
   void synchronize() override { LP_CUDA_CHECK(cudaDeviceSynchronize()); }
 
@@ -685,6 +698,35 @@ class CudaBackend final : public DeviceBackend {
 
  private:
   static long long ll(std::size_t n) { return static_cast<long long>(n); }
+  // One launch per 65535 entries; the three pointer arrays go up in one copy.
+  void element_batch(kernels::ElementOp op, double* const* dst, const double* const* a, const double* const* b,
+                     int count, std::size_t n) {
+    if (n == 0) return;
+    for (int q0 = 0; q0 < count; q0 += 65535) {
+      const int c = std::min(count - q0, 65535);
+      std::vector<const double*> host(3 * static_cast<std::size_t>(c));
+      for (int q = 0; q < c; ++q) {
+        host[q] = dst[q0 + q];
+        host[c + q] = a[q0 + q];
+        host[2 * c + q] = b[q0 + q];
+      }
+      const std::size_t bytes = host.size() * sizeof(double*);
+      if (batch_ptrs_.size() < bytes) batch_ptrs_ = DeviceBuffer<char>(bytes);
+      batch_ptrs_.upload(reinterpret_cast<const char*>(host.data()), bytes);
+      auto* d = reinterpret_cast<const double* const*>(batch_ptrs_.data());
+      kernels::ElementBatchArgs e;
+      e.op = op;
+      e.dst = reinterpret_cast<double* const*>(batch_ptrs_.data());
+      e.a = d + c;
+      e.b = d + 2 * c;
+      e.n = ll(n);
+      const int threads = 256;
+      const dim3 grid(static_cast<unsigned>(std::min<long long>((e.n + threads - 1) / threads, 1024)),
+                      static_cast<unsigned>(c));
+      LP_CUDA_LAUNCH(elementwise_batch_kernel, grid, threads, 0, e);
+    }
+  }
+
   void element(const kernels::ElementArgs& e) {
     if (e.n <= 0) return;
     const int threads = 256;
@@ -694,6 +736,7 @@ class CudaBackend final : public DeviceBackend {
   DeviceBuffer<char> scratch_;  // chain arrays of the last block launch
   DeviceBuffer<char> ptrs_;     // state pointers of the last layer_derivs launch
   DeviceBuffer<char> gemm_ptrs_;  // pointer arrays of the last batched GEMM
+  DeviceBuffer<char> batch_ptrs_;  // pointer arrays of the last batched state operation
   CublasApi::Handle handle_ = nullptr;  // this backend's cuBLAS handle (created on first use)
   DeviceBuffer<char> epi_;        // argument arrays of the last wide epilogue
 };

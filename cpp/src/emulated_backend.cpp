@@ -92,6 +92,15 @@ class EmulatedBackend final : public DeviceBackend {
     element({kernels::ElementOp::Fas, g, gf, p, ll(n)});
   }
 
+  void sum_batch(double* const* dst, const double* const* a, const double* const* b, int count,
+                 std::size_t n) override {
+    element_batch({kernels::ElementOp::Sum, dst, a, b, ll(n)}, count);
+  }
+  void fas_batch(double* const* g, const double* const* gf, const double* const* p, int count,
+                 std::size_t n) override {
+    element_batch({kernels::ElementOp::Fas, g, gf, p, ll(n)}, count);
+  }
+
   double sum_sq_diff(const double* a, const double* b, std::size_t n) const override {
     double total = 0.0;
     tree_reduce(n, &total, [&](Idx3 blk, Idx3 t, Idx3 bd, Idx3 grid, double* sh) {
@@ -333,6 +342,15 @@ class EmulatedBackend final : public DeviceBackend {
       B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
     });
     sum_partials(partial.data(), blocks, 1, kernels::scalar_target(dst));
+  }
+
+  void element_batch(const kernels::ElementBatchArgs& e, int count) const {
+    if (e.n <= 0 || count <= 0) return;
+    const int threads = 256;
+    const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(e.n, threads), 1024), count, 1};
+    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double*) { kernels::elementwise_batch(blk, t, bd, grid, e); });
+    });
   }
 
   void element(const kernels::ElementArgs& e) const {

@@ -421,18 +421,23 @@ long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bo
   auto g_of = [&](int i) -> const double* { return have_g ? rhs_at(level, i) : nullptr; };
   int start = tb < te ? tb - 1 : iv.next_cpoint - 1;
   int i = tb;
+  ChainPlan pl;
   if (reuse && tb == iv.f_begin && tb < te) {
     double* dst = dst_of(tb);
-    if (have_g)
+    if (plans && !scratch) {  // done with the level's other intervals, before their chains
+      pl.pre_dst = dst;
+      pl.pre_first = first_at(level, c);
+      pl.pre_g = have_g ? g_of(tb) : nullptr;
+    } else if (have_g) {
       sp_.sum(dst, first_at(level, c), g_of(tb), ss);
-    else
+    } else {
       copy(first_at(level, c), dst);
+    }
     start = i++;
   }
   const double* from = (start >= jb && start != iv.cpoint) ? dst_of(start) : point(level, start);
   if (!scratch) {
     // Hand the chain of steps to the propagator so it can fuse them.
-    ChainPlan pl;
     pl.in = from;
     pl.have_g = have_g;
     pl.idx.push_back(hier_.fine_index(level, start));
@@ -447,7 +452,7 @@ long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bo
       pl.rhs.push_back(nullptr);  // predictions are Phi(u) without g
     }
     const int count = static_cast<int>(pl.outs.size());
-    if (count == 0) return 0;
+    if (count == 0 && !pl.pre_dst) return 0;
     if (plans) {
       plans->push_back(std::move(pl));  // run with the level's other intervals
     } else {
@@ -518,10 +523,22 @@ void Mgrit::fsweep(int level, bool with_pred, bool use_first, bool to_traj) {
       // Every middle interval in one call (a device relaxes them in one launch).
       std::vector<ChainPlan> plans;
       for (int c = mb; c < me; ++c) n += sweep_interval(level, c, with_pred, reuse, scratch, to_traj, &plans);
+      // The reused first steps (u = first + g) of all intervals at once, then their chains.
+      std::vector<double*> pre_dst;
+      std::vector<const double*> pre_first, pre_g;
       std::vector<Propagator::Chain> chains;
-      for (const ChainPlan& pl : plans)
-        chains.push_back({pl.idx.data(), static_cast<int>(pl.outs.size()), pl.in, pl.outs.data(),
-                          pl.have_g ? pl.rhs.data() : nullptr});
+      for (const ChainPlan& pl : plans) {
+        if (pl.pre_dst) {
+          pre_dst.push_back(pl.pre_dst);
+          pre_first.push_back(pl.pre_first);
+          pre_g.push_back(pl.pre_g);
+        }
+        if (!pl.outs.empty())
+          chains.push_back({pl.idx.data(), static_cast<int>(pl.outs.size()), pl.in, pl.outs.data(),
+                            pl.have_g ? pl.rhs.data() : nullptr});
+      }
+      if (!pre_dst.empty())
+        sp_.sum_batch(pre_dst.data(), pre_first.data(), pre_g.data(), static_cast<int>(pre_dst.size()), ss_);
       if (!chains.empty()) prop_.propagate_chains(level, chains.data(), static_cast<int>(chains.size()));
     } else if (me > mb) {
       n += parallel(me - mb, [&](int k) { return sweep_interval(level, mb + k, with_pred, reuse, scratch, to_traj); });
@@ -549,16 +566,27 @@ void Mgrit::crelax(int level) {
   const int m = hier_.cfactor(level);
   const int cb = std::max(L.cbeg, 1);
   const int ce = ceil_div(static_cast<int>(L.own.end), m);
-  parallel(ce - cb, [&](int k) -> long long {
-    const int c = cb + k;
-    double* u = point(level, c * m);
-    const double* p = pred_at(level, c);
-    if (level > 0)
-      sp_.sum(u, p, rhs_at(level, c * m), ss_);
-    else
-      copy(p, u);
-    return 0;
-  });
+  if (!sp_.host()) {  // one batched operation (one launch on a device)
+    std::vector<double*> u;
+    std::vector<const double*> p, g;
+    for (int c = cb; c < ce; ++c) {
+      u.push_back(point(level, c * m));
+      p.push_back(pred_at(level, c));
+      g.push_back(level > 0 ? rhs_at(level, c * m) : nullptr);
+    }
+    if (!u.empty()) sp_.sum_batch(u.data(), p.data(), g.data(), static_cast<int>(u.size()), ss_);
+  } else {
+    parallel(ce - cb, [&](int k) -> long long {
+      const int c = cb + k;
+      double* u = point(level, c * m);
+      const double* p = pred_at(level, c);
+      if (level > 0)
+        sp_.sum(u, p, rhs_at(level, c * m), ss_);
+      else
+        copy(p, u);
+      return 0;
+    });
+  }
   mark_changed(level);
 }
 
@@ -630,7 +658,22 @@ void Mgrit::restrict_fas(int level) {
       for (int j = lb; j < je; ++j)
         chains.push_back({idx.data() + 2 * (j - lb), 1, point(level, (j - 1) * m), outs.data() + (j - lb), nullptr});
       prop_.propagate_chains(cl, chains.data(), static_cast<int>(chains.size()));
-      for (int j = lb; j < je; ++j) finish(j);
+      // finish(j) for all of them as two batched operations: the kept first steps,
+      // then the right-hand sides.
+      std::vector<double*> first, g;
+      std::vector<const double*> from, gf, p, none;
+      for (int j = lb; j < je; ++j) {
+        if (coarsest ? j == 1 : (j - 1) % mc == 0) {
+          first.push_back(first_at(cl, (j - 1) / mc));
+          from.push_back(rhs_at(cl, j));
+          none.push_back(nullptr);
+        }
+        g.push_back(rhs_at(cl, j));
+        gf.push_back(level > 0 ? rhs_at(level, j * m) : nullptr);
+        p.push_back(pred_at(level, j));
+      }
+      if (!first.empty()) sp_.sum_batch(first.data(), from.data(), none.data(), static_cast<int>(first.size()), ss);
+      sp_.fas_batch(g.data(), gf.data(), p.data(), static_cast<int>(g.size()), ss);
       n = je - lb;
     } else {
       n = parallel(je - lb, [&](int k) { return one(lb + k); });

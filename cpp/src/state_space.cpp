@@ -37,6 +37,21 @@ void StateSpace::fas(double* g, const double* gf, const double* p, std::size_t n
     for (std::size_t k = 0; k < n; ++k) g[k] = p[k] - g[k];
 }
 
+void StateSpace::sum_batch(double* const* dst, const double* const* a, const double* const* b, int count,
+                           std::size_t n) {
+  for (int q = 0; q < count; ++q) {
+    if (b[q])
+      sum(dst[q], a[q], b[q], n);
+    else
+      copy(dst[q], a[q], n);
+  }
+}
+
+void StateSpace::fas_batch(double* const* g, const double* const* gf, const double* const* p, int count,
+                           std::size_t n) {
+  for (int q = 0; q < count; ++q) fas(g[q], gf[q], p[q], n);
+}
+
 // Eight independent partial sums: one running sum would serialise on the add
 // latency and cost more than a step. The device spaces use the same grouping
 // per thread, not the same rounding.

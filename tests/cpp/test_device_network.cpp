@@ -328,6 +328,24 @@ void check_backend_ops(DeviceBackend& dev) {
     dev.fas(C.data(), nullptr, B.data(), n);
     for (std::size_t k = 0; k < n; ++k) want[k] = b[k] - want[k];
     EXPECT_EQ(got(C), want);
+    // Batched: C = A + B and D = copy of A, then C = A + B - C and D = B - D.
+    StateBuffer D(dev, n);
+    {
+      double* dst[2] = {C.data(), D.data()};
+      const double* x[2] = {A.data(), A.data()};
+      const double* y[2] = {B.data(), nullptr};
+      dev.sum_batch(dst, x, y, 2, n);
+      for (std::size_t k = 0; k < n; ++k) want[k] = a[k] + b[k];
+      EXPECT_EQ(got(C), want);
+      EXPECT_EQ(got(D), a);
+      const double* gf[2] = {A.data(), nullptr};
+      const double* p[2] = {B.data(), B.data()};
+      dev.fas_batch(dst, gf, p, 2, n);
+      for (std::size_t k = 0; k < n; ++k) want[k] = a[k] + b[k] - (a[k] + b[k]);
+      EXPECT_EQ(got(C), want);
+      for (std::size_t k = 0; k < n; ++k) want[k] = b[k] - a[k];
+      EXPECT_EQ(got(D), want);
+    }
     dev.zero(C.data(), n);
     EXPECT_EQ(got(C), std::vector<double>(n, 0.0));
     double ss = 0, sd = 0, dot = 0;

@@ -553,6 +553,32 @@ LP_HOST_DEVICE inline void opening_gradient_entries(Idx3 block, Idx3 thread, Idx
   }
 }
 
+/// Many state operations in one launch (StateSpace::sum_batch / fas_batch): entry
+/// q = block row grid.y. Sum: dst = a + b (b[q] null: a copy of a); Fas: dst =
+/// a + b - dst (a[q] null: b - dst). The pointer arrays are device memory.
+struct ElementBatchArgs {
+  ElementOp op = ElementOp::Sum;
+  double* const* dst = nullptr;
+  const double* const* a = nullptr;
+  const double* const* b = nullptr;
+  long long n = 0;
+};
+
+LP_HOST_DEVICE inline void elementwise_batch(Idx3 block, Idx3 thread, Idx3 block_dim, Idx3 grid_dim,
+                                             const ElementBatchArgs& e) {
+  const int q = block.y;
+  double* d = e.dst[q];
+  const double* a = e.a[q];
+  const double* b = e.b[q];
+  const long long stride = static_cast<long long>(block_dim.x) * grid_dim.x;
+  for (long long k = example_of(block, thread, block_dim); k < e.n; k += stride) {
+    if (e.op == ElementOp::Fas)
+      d[k] = (a ? a[k] + b[k] : b[k]) - d[k];
+    else
+      d[k] = b ? a[k] + b[k] : a[k];
+  }
+}
+
 // ================================================================== wide layers (w > kMaxWidth)
 // A wide layer's matrix products are cuBLAS GEMMs (batched over the intervals
 // of a level or the layers of a launch); these bodies are the elementwise

@@ -268,6 +268,10 @@ class Mgrit {
     std::vector<const double*> rhs;
     const double* in = nullptr;
     bool have_g = false;
+    // The reused first step, to run before the chain: pre_dst = pre_first (+ pre_g).
+    double* pre_dst = nullptr;
+    const double* pre_first = nullptr;
+    const double* pre_g = nullptr;
   };
   long long sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj,
                            std::vector<ChainPlan>* plans = nullptr);

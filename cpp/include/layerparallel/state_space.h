@@ -33,6 +33,14 @@ class StateSpace {
   virtual void sum(double* dst, const double* a, const double* b, std::size_t n);
   /// The FAS right-hand side: g = gf + p - g (gf == nullptr: g = p - g).
   virtual void fas(double* g, const double* gf, const double* p, std::size_t n);
+  /// Many operations of one kind at once (host arrays of `count` pointers into this
+  /// space, n doubles each): dst[q] = a[q] + b[q], or a copy of a[q] where b[q] is
+  /// null. The default runs them one by one; a device space does them in one launch.
+  virtual void sum_batch(double* const* dst, const double* const* a, const double* const* b, int count,
+                         std::size_t n);
+  /// g[q] = gf[q] + p[q] - g[q] (gf[q] may be null) for q < count.
+  virtual void fas_batch(double* const* g, const double* const* gf, const double* const* p, int count,
+                         std::size_t n);
   /// sum_k (a_k - b_k)^2 (b may be nullptr), in a fixed order.
   virtual double sum_sq_diff(const double* a, const double* b, std::size_t n) const;
 
