@@ -745,6 +745,10 @@ class CudaBackend final : public DeviceBackend {
 
 std::unique_ptr<DeviceBackend> make_cuda_backend() {
   require_cuda("the CUDA device backend");
+  // One device per process (launches come from the thread that built the backend).
+  int count = 0;
+  LP_CUDA_CHECK(cudaGetDeviceCount(&count));
+  LP_CUDA_CHECK(cudaSetDevice(pick_cuda_device(count)));
   return std::make_unique<CudaBackend>();
 }
 

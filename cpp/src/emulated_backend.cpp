@@ -4,6 +4,7 @@
 // time), exact in what it computes: it is how device-resident training is
 // tested on machines without a GPU.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -373,6 +374,25 @@ class EmulatedBackend final : public DeviceBackend {
 }  // namespace
 
 std::unique_ptr<DeviceBackend> make_emulated_backend() { return std::make_unique<EmulatedBackend>(); }
+
+int pick_cuda_device(int device_count) {
+  LP_REQUIRE(device_count >= 1, "there is no CUDA device to pick from");
+  auto parse = [](const char* name, const char* text) {
+    char* end = nullptr;
+    const long v = std::strtol(text, &end, 10);
+    LP_REQUIRE(end != text && *end == '\0' && v >= 0, name << " must be a non-negative integer, got '" << text << "'");
+    return static_cast<int>(v);
+  };
+  if (const char* d = std::getenv("LP_CUDA_DEVICE")) {
+    const int k = parse("LP_CUDA_DEVICE", d);
+    LP_REQUIRE(k < device_count, "LP_CUDA_DEVICE = " << k << " but this machine has " << device_count
+                                                     << " CUDA device" << (device_count > 1 ? "s" : ""));
+    return k;
+  }
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "PMI_LOCAL_RANK"})
+    if (const char* r = std::getenv(name)) return parse(name, r) % device_count;
+  return 0;
+}
 
 std::unique_ptr<DeviceBackend> make_device_backend(const std::string& device) {
   if (device == "emulator") return make_emulated_backend();

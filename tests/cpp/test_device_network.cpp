@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -433,6 +434,28 @@ TEST(DeviceSelection, BadDevicesAreRefusedWithTheReason) {
       EXPECT_NE(std::string(e.what()).find(cuda_status()), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(DeviceSelection, ProcessesOfANodeSpreadOverItsDevices) {
+  const char* vars[] = {"LP_CUDA_DEVICE", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID",
+                        "PMI_LOCAL_RANK"};
+  std::vector<std::pair<std::string, std::string>> saved;
+  for (const char* v : vars) {
+    if (const char* x = std::getenv(v)) saved.emplace_back(v, x);
+    unsetenv(v);
+  }
+  EXPECT_EQ(pick_cuda_device(4), 0);
+  setenv("SLURM_LOCALID", "5", 1);
+  EXPECT_EQ(pick_cuda_device(4), 1);  // the local rank modulo the devices
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "2", 1);
+  EXPECT_EQ(pick_cuda_device(4), 2);  // Open MPI's variable first
+  setenv("LP_CUDA_DEVICE", "3", 1);
+  EXPECT_EQ(pick_cuda_device(4), 3);  // an explicit choice wins
+  EXPECT_THROW(pick_cuda_device(2), std::invalid_argument);  // no device 3
+  setenv("LP_CUDA_DEVICE", "x", 1);
+  EXPECT_THROW(pick_cuda_device(2), std::invalid_argument);
+  for (const char* v : vars) unsetenv(v);
+  for (const auto& [k, v] : saved) setenv(k.c_str(), v.c_str(), 1);
 }
 
 TEST(CudaDeviceTraining, MatchesCpu) {

@@ -88,6 +88,13 @@ class DeviceBackend : public StateSpace {
 /// "emulator". Anything else throws std::invalid_argument.
 std::unique_ptr<DeviceBackend> make_device_backend(const std::string& device);
 
+/// Which of `device_count` CUDA devices this process uses: LP_CUDA_DEVICE when set
+/// (std::invalid_argument unless it names one of them), else the process's rank
+/// on its node (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID,
+/// PMI_LOCAL_RANK) modulo the count, else 0; so processes of one node spread
+/// over its GPUs.
+int pick_cuda_device(int device_count);
+
 /// The emulator backend (CPU, host memory, kernel bodies over their launch grid).
 std::unique_ptr<DeviceBackend> make_emulated_backend();
 /// The CUDA backend; in a build without CUDA this throws "built without CUDA".
