@@ -621,6 +621,23 @@ class CudaBackend final : public DeviceBackend {
     LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
   }
 
+  void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
+                 const double* in, double* out, int s, double* deriv) override {
+    cuda_conv_step(act, sh, K, bias, dt, in, out, s, deriv);
+  }
+  void conv_adjoint(const ConvShape& sh, const double* K, double dt, const double* deriv, const double* lam_next,
+                    double* lam, int s) override {
+    // With deriv given the activation, u and the bias are not read (lam_next stands in for u).
+    cuda_conv_adjoint_step(Activation::Tanh, sh, K, nullptr, dt, lam_next, lam_next, lam, s, deriv);
+  }
+  void conv_gradient(const ConvShape& sh, const double* u, const double* lam_next, const double* deriv, int s,
+                     double* gK, double* gb, double gscale) override {
+    cuda_conv_layer_gradient(Activation::Tanh, sh, nullptr, nullptr, u, lam_next, s, gK, gb, gscale, deriv);
+  }
+  void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) override {
+    cuda_replicate_opening(sh, pixels, U0, s);
+  }
+
   void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
                     const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) override {
     if (batch <= 0) return;

@@ -1,4 +1,4 @@
-// Device-resident dense ResNet and its MGRIT solver (device_network.h).
+// Device-resident dense and convolutional ResNets and their MGRIT solver (device_network.h).
 #include "layerparallel/device_network.h"
 
 #include <algorithm>
@@ -19,30 +19,36 @@ int fine_steps(double dt, double h) {
 }
 }  // namespace
 
-DeviceDenseResNet::DeviceDenseResNet(const NetworkSpec& spec, std::shared_ptr<DeviceBackend> backend)
-    : host_(spec), dev_(std::move(backend)) {
-  LP_REQUIRE(dev_ != nullptr, "DeviceDenseResNet needs a device backend");
-  LP_REQUIRE(spec.n_classes <= kernels::kMaxClasses,
-             "device-resident training takes up to " << kernels::kMaxClasses << " classes, got " << spec.n_classes);
+// ------------------------------------------------------------------ what every device network shares
+
+DeviceNetwork::DeviceNetwork(std::shared_ptr<DeviceBackend> backend, int classes) : dev_(std::move(backend)) {
+  LP_REQUIRE(dev_ != nullptr, "a device network needs a device backend");
+  LP_REQUIRE(classes <= kernels::kMaxClasses,
+             "device-resident training takes up to " << kernels::kMaxClasses << " classes, got " << classes);
 }
 
-const double* DeviceDenseResNet::host_theta() const {
-  LP_REQUIRE(host_theta_ != nullptr, "DeviceDenseResNet: set_host_theta() was not called");
+const double* DeviceNetwork::host_theta() const {
+  LP_REQUIRE(host_theta_ != nullptr, "a device network: set_host_theta() was not called");
   return host_theta_;
 }
 
-void DeviceDenseResNet::add_host(double* grad, std::size_t begin, const double* values, std::size_t n) const {
+void DeviceNetwork::add_host(double* grad, std::size_t begin, const double* values, std::size_t n) const {
   if (n == 0) return;
   StateBuffer tmp(*dev_, n);
   dev_->upload(tmp.data(), values, n);
   dev_->add(grad + begin, tmp.data(), n);
 }
 
+// ------------------------------------------------------------------ dense
+
+DeviceDenseResNet::DeviceDenseResNet(const NetworkSpec& spec, std::shared_ptr<DeviceBackend> backend)
+    : DeviceNetwork(std::move(backend), spec.n_classes), host_(spec) {}
+
 // The dense opening on the device: one thread per example for narrow networks;
 // for wide ones z = W x (a GEMM over the uploaded features), U0 = act(z + b). The expand opening has no parameters: its output is the
 // features padded with zeros, built on the host and uploaded (it is the input).
-const double* DeviceDenseResNet::device_features(const double* X, int s) const {
-  const std::size_t n = static_cast<std::size_t>(s) * spec().n_features;
+const double* DeviceNetwork::device_features(const double* X, int s) const {
+  const std::size_t n = static_cast<std::size_t>(s) * input_size();
   if (features_.size() < n) {
     features_ = StateBuffer(*dev_, n);
     features_of_ = nullptr;
@@ -144,7 +150,7 @@ void DeviceDenseResNet::activation_deriv(const double* theta, int n, const doubl
   dev_->wide_epilogue(spec().activation, w, s, e);
 }
 
-double* DeviceDenseResNet::scratch(std::size_t n) const {
+double* DeviceNetwork::scratch(std::size_t n) const {
   if (scratch_.size() < n) scratch_ = StateBuffer(*dev_, n);
   return scratch_.data();
 }
@@ -255,25 +261,25 @@ void DeviceDenseResNet::opening_gradient(const double* theta, const double* X, c
   dev_->gemm_batched(false, true, nf, w, s, 1.0, &x, nf, &Dp, w, 1.0, G, nf, 1);
 }
 
-double DeviceDenseResNet::regularization(const double*, const Regularization& reg, double* grad) const {
+double DeviceNetwork::regularization(const double*, const Regularization& reg, double* grad) const {
   std::vector<double> g(grad ? param_size() : 0, 0.0);
-  const double v = host_.regularization(host_theta(), reg, grad ? g.data() : nullptr);
+  const double v = host().regularization(host_theta(), reg, grad ? g.data() : nullptr);
   if (grad) add_host(grad, 0, g.data(), g.size());
   return v;
 }
 
-void DeviceDenseResNet::classifier_logits(const double*, const double*, int, double*) const {
-  throw std::runtime_error("DeviceDenseResNet: logits are computed by the host network (predict on the CPU)");
+void DeviceNetwork::classifier_logits(const double*, const double*, int, double*) const {
+  throw std::runtime_error("a device network: logits are computed by the host network (predict on the CPU)");
 }
 
-bool DeviceDenseResNet::propagate(const double* theta, const int* idx, int count, const double* in,
+bool DeviceNetwork::propagate(const double* theta, const int* idx, int count, const double* in,
                                   double* const* outs, const double* const* rhs, int s) const {
   const Propagator::Chain c{idx, count, in, outs, rhs};
   propagate_chains(theta, &c, 1, s);
   return true;
 }
 
-bool DeviceDenseResNet::adjoint_propagate(const double* theta, const int* idx, int count, const double* in,
+bool DeviceNetwork::adjoint_propagate(const double* theta, const int* idx, int count, const double* in,
                                           double* const* outs, const double* const* rhs, int s,
                                           const double* derivs) const {
   // derivs is indexed from layer 0 here (ResNetAdjointPropagator shifts its block).
@@ -297,13 +303,91 @@ void DeviceDenseResNet::adjoint_propagate_chains(const double* theta, const Prop
     dev_->block_adjoint(spec().width, s, layers(), h(), K(theta), derivs, first, chains, n);
 }
 
-void DeviceDenseResNet::forward_sweep(const double*, const double*, int, double*, double*) const {
-  throw std::runtime_error("DeviceDenseResNet: the serial sweep on the device is a one-level DeviceResNetMgrit");
+void DeviceNetwork::forward_sweep(const double*, const double*, int, double*, double*) const {
+  throw std::runtime_error("a device network: the serial sweep on the device is a one-level DeviceResNetMgrit");
 }
 
-void DeviceDenseResNet::backward_sweep(const double*, const double*, const double*, const double*, int, double*,
+void DeviceNetwork::backward_sweep(const double*, const double*, const double*, const double*, int, double*,
                                        const double*) const {
-  throw std::runtime_error("DeviceDenseResNet: the serial sweep on the device is a one-level DeviceResNetMgrit");
+  throw std::runtime_error("a device network: the serial sweep on the device is a one-level DeviceResNetMgrit");
+}
+
+// ------------------------------------------------------------------ convolutional
+
+DeviceConvResNet::DeviceConvResNet(const ConvSpec& spec, std::shared_ptr<DeviceBackend> backend)
+    : DeviceNetwork(std::move(backend), spec.n_classes), host_(spec) {
+  LP_REQUIRE(!spec.conv_opening, "device-resident training of convolutional networks takes the replicate opening "
+                                 "(model.opening = \"replicate\"); the learned conv opening runs on the cpu");
+}
+
+void DeviceConvResNet::opening(const double*, const double* X, int s, double* U0) const {
+  new_features();
+  dev_->replicate_opening(spec().shape(), device_features(X, s), U0, s);
+}
+
+void DeviceConvResNet::step(const double* theta, int n, double dt, const double* in, double* out, int s,
+                            double* deriv) const {
+  dev_->conv_step(spec().activation, spec().shape(), K(theta, n), B(theta, n), dt, in, out, s, deriv);
+}
+
+void DeviceConvResNet::adjoint_step(const double* theta, int n, double dt, const double*, const double* lam_next,
+                                    double* lam, int s, double* grad, double, const double* deriv) const {
+  LP_REQUIRE(deriv != nullptr, "DeviceConvResNet::adjoint_step needs act'(.) of the layer (deriv)");
+  LP_REQUIRE(grad == nullptr, "DeviceConvResNet::adjoint_step does not accumulate gradients: use layer_gradient");
+  dev_->conv_adjoint(spec().shape(), K(theta, n), dt, deriv, lam_next, lam, s);
+}
+
+void DeviceConvResNet::layer_gradient(const double*, int n, const double* u, const double* lam_next, int s,
+                                      double* grad, double gscale, const double* deriv) const {
+  LP_REQUIRE(deriv != nullptr, "DeviceConvResNet::layer_gradient needs act'(.) of the layer (deriv)");
+  const ConvLayout& L = layout();
+  dev_->conv_gradient(spec().shape(), u, lam_next, deriv, s, grad + L.weights + n * L.per_layer_weights,
+                      grad + L.biases + n * L.per_layer_biases, gscale);
+}
+
+void DeviceConvResNet::activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const {
+  // The step kernel returns act'(.) along with a step nobody needs.
+  dev_->conv_step(spec().activation, spec().shape(), K(theta, n), B(theta, n), 0.0, u, scratch(state_size(s)), s,
+                  deriv);
+}
+
+double DeviceConvResNet::classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
+                                    double scale, std::int64_t* correct, double* lam, double* grad) const {
+  const ConvLayout& L = layout();
+  return dev_->classifier(state_width(), spec().n_classes, theta + L.classifier_weight, theta + L.classifier_bias,
+                          UN, labels, s, scale, correct, lam, grad ? grad + L.classifier_weight : nullptr,
+                          grad ? grad + L.classifier_bias : nullptr);
+}
+
+void DeviceConvResNet::opening_gradient(const double*, const double*, const double*, int, double*) const {}
+
+// No fused interval kernel for convolutions: one step launch per step, the
+// right-hand side added by the state space.
+void DeviceConvResNet::propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s) const {
+  const std::size_t sz = state_size(s);
+  for (int q = 0; q < n; ++q) {
+    const Propagator::Chain& c = chains[q];
+    for (int k = 0; k < c.count; ++k) {
+      step(theta, c.idx[k], (c.idx[k + 1] - c.idx[k]) * h(), k == 0 ? c.in : c.outs[k - 1], c.outs[k], s);
+      if (c.rhs && c.rhs[k]) dev_->add(c.outs[k], c.rhs[k], sz);
+    }
+  }
+}
+
+void DeviceConvResNet::adjoint_propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s,
+                                                const double* derivs, int first) const {
+  const std::size_t sz = state_size(s);
+  const int N = layers();
+  for (int q = 0; q < n; ++q) {
+    const Propagator::Chain& c = chains[q];
+    for (int k = 0; k < c.count; ++k) {
+      const int n0 = N - c.idx[k + 1];
+      dev_->conv_adjoint(spec().shape(), K(theta, n0), (c.idx[k + 1] - c.idx[k]) * h(),
+                         derivs + static_cast<std::ptrdiff_t>(n0 - first) * static_cast<std::ptrdiff_t>(sz),
+                         k == 0 ? c.in : c.outs[k - 1], c.outs[k], s);
+      if (c.rhs && c.rhs[k]) dev_->add(c.outs[k], c.rhs[k], sz);
+    }
+  }
 }
 
 // ------------------------------------------------------------------ the solver
@@ -317,41 +401,52 @@ MgritOptions one_thread(MgritOptions o) {
 
 DeviceResNetMgrit::DeviceResNetMgrit(const NetworkSpec& spec, int batch, MgritOptions forward, MgritOptions adjoint,
                                      Comm* comm, const std::string& device)
-    : dev_(make_device_backend(device)),
-      net_(spec, dev_),
-      solver_(std::make_unique<ResNetMgrit>(net_, batch, one_thread(std::move(forward)), one_thread(std::move(adjoint)),
-                                            comm)),
-      theta_(*dev_, net_.param_size()),
-      grad_(*dev_, net_.param_size()),
+    : DeviceResNetMgrit(make_device_backend(device), batch, std::move(forward), std::move(adjoint), comm,
+                        [&](std::shared_ptr<DeviceBackend> d) { return std::make_unique<DeviceDenseResNet>(spec, d); }) {}
+
+DeviceResNetMgrit::DeviceResNetMgrit(const ConvSpec& spec, int batch, MgritOptions forward, MgritOptions adjoint,
+                                     Comm* comm, const std::string& device)
+    : DeviceResNetMgrit(make_device_backend(device), batch, std::move(forward), std::move(adjoint), comm,
+                        [&](std::shared_ptr<DeviceBackend> d) { return std::make_unique<DeviceConvResNet>(spec, d); }) {}
+
+DeviceResNetMgrit::DeviceResNetMgrit(std::shared_ptr<DeviceBackend> dev, int batch, MgritOptions forward,
+                                     MgritOptions adjoint, Comm* comm, const NetFactory& make_net)
+    : dev_(std::move(dev)),
+      net_(make_net(dev_)),
+      solver_(std::make_unique<ResNetMgrit>(*net_, batch, one_thread(std::move(forward)),
+                                            one_thread(std::move(adjoint)), comm)),
+      theta_(*dev_, net_->param_size()),
+      grad_(*dev_, net_->param_size()),
       batch_(batch) {
   labels_ = dev_->allocate_bytes(static_cast<std::size_t>(batch) * sizeof(std::int64_t));
 }
 
 DeviceResNetMgrit::~DeviceResNetMgrit() {
   solver_.reset();  // its states live in the backend's memory
+  net_.reset();
   if (labels_) dev_->release_bytes(labels_);
 }
 
 MgritEvaluation DeviceResNetMgrit::evaluate(const double* theta, const double* X, const std::int64_t* labels,
                                             const Regularization& reg, double* grad, int forward_budget,
                                             int adjoint_budget) {
-  const std::size_t np = net_.param_size();
+  const std::size_t np = net_->param_size();
   dev_->upload(theta_.data(), theta, np);
   dev_->upload_bytes(labels_, labels, static_cast<std::size_t>(batch_) * sizeof(std::int64_t));
-  net_.set_host_theta(theta);
+  net_->set_host_theta(theta);
   MgritEvaluation e = solver_->evaluate(theta_.data(), X, static_cast<const std::int64_t*>(labels_), reg,
                                         grad ? grad_.data() : nullptr, forward_budget, adjoint_budget);
   if (grad) dev_->download(grad, grad_.data(), np);
-  net_.set_host_theta(nullptr);
+  net_->set_host_theta(nullptr);
   return e;
 }
 
 void DeviceResNetMgrit::state(int n, double* out) {
-  dev_->download(out, solver_->state(n), net_.state_size(batch_));
+  dev_->download(out, solver_->state(n), net_->state_size(batch_));
 }
 
 void DeviceResNetMgrit::adjoint(int n, double* out) {
-  dev_->download(out, solver_->adjoint(n), net_.state_size(batch_));
+  dev_->download(out, solver_->adjoint(n), net_->state_size(batch_));
 }
 
 }  // namespace layerparallel

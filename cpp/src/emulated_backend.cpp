@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "layerparallel/conv_kernels_impl.h"
 #include "layerparallel/device_backend.h"
 #include "layerparallel/grid_emulator.h"
 #include "layerparallel/macros.h"
@@ -279,6 +280,68 @@ class EmulatedBackend final : public DeviceBackend {
       });
     });
     sum_partials(partial.data(), blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
+  }
+
+  void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
+                 const double* in, double* out, int s, double* deriv) override {
+    if (s <= 0) return;
+    const Idx3 bd{kernels::kConvThreads, 1, 1}, grid{blocks_for(static_cast<long long>(s) * sh.C, bd.x), 1, 1};
+    with_activation(act, [&](auto A) {
+      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::conv_step_channel<decltype(A)>(blk, t, bd, sh, K, bias, dt, in, out, s, deriv);
+        });
+      });
+    });
+  }
+
+  void conv_adjoint(const ConvShape& sh, const double* K, double dt, const double* deriv, const double* lam_next,
+                    double* lam, int s) override {
+    if (s <= 0) return;
+    const Idx3 bd{kernels::kConvThreads, 1, 1}, grid{std::min(blocks_for(s, bd.x), kernels::kConvMaxBlocks), 1, 1};
+    std::vector<double> scratch(static_cast<std::size_t>(grid.x) * bd.x * kernels::conv_adjoint_scratch(sh));
+    // With deriv given the activation, u and the bias are not read (lam_next stands in for u).
+    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double*) {
+        kernels::conv_adjoint_examples<TanhAct>(blk, t, bd, grid, sh, K, nullptr, dt, lam_next, deriv, lam_next, lam,
+                                                s, scratch.data());
+      });
+    });
+  }
+
+  void conv_gradient(const ConvShape& sh, const double* u, const double* lam_next, const double* deriv, int s,
+                     double* gK, double* gb, double gscale) override {
+    if (s <= 0) return;
+    const int threads = kernels::kConvGradThreads;
+    const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(s, threads), kernels::kConvMaxBlocks), 1, 1};
+    std::vector<double> scratch(static_cast<std::size_t>(grid.x) * threads * sh.size());
+    std::vector<double> partial(static_cast<std::size_t>(grid.x) * kernels::conv_gradient_len(sh));
+    const int rounds = kernels::conv_gradient_rounds(s, bd, grid);
+    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      for (int r = 0; r < rounds; ++r) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::conv_gradient_rows<TanhAct>(r, blk, t, bd, grid, sh, nullptr, nullptr, u, lam_next, deriv, s,
+                                               scratch.data());
+        });
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::conv_gradient_entries(r, blk, t, bd, grid, sh, u, s, gscale, scratch.data(), partial.data());
+        });
+      }
+    });
+    const Idx3 sbd{128, 1, 1}, sgrid{blocks_for(kernels::conv_gradient_out_len(sh), 128), 1, 1};
+    run_grid(sgrid, sbd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double*) {
+        kernels::conv_gradient_sum(blk, t, sbd, sh, partial.data(), grid.x, gK, gb);
+      });
+    });
+  }
+
+  void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) override {
+    if (s <= 0) return;
+    const Idx3 bd{kernels::kConvThreads, 1, 1}, grid{blocks_for(s, bd.x), 1, 1};
+    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double*) { kernels::replicate_opening_examples(blk, t, bd, sh, pixels, U0, s); });
+    });
   }
 
   void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,

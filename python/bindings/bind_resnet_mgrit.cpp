@@ -71,19 +71,23 @@ void bind_resnet_mgrit(py::module_& m) {
                                                        lpbind::mgrit_options(adjoint), c);
                return p;
              }
-             const auto* dense = dynamic_cast<const DenseResNet*>(&n);
-             LP_REQUIRE(dense != nullptr, "device '" << device << "' trains dense networks only (model.kind = "
-                                                     << "\"dense\"); convolutional layers run on the CPU");
-             p->dev = std::make_unique<DeviceResNetMgrit>(dense->spec(), batch, lpbind::mgrit_options(forward),
-                                                          lpbind::mgrit_options(adjoint), c, device);
+             if (const auto* dense = dynamic_cast<const DenseResNet*>(&n)) {
+               p->dev = std::make_unique<DeviceResNetMgrit>(dense->spec(), batch, lpbind::mgrit_options(forward),
+                                                            lpbind::mgrit_options(adjoint), c, device);
+             } else if (const auto* conv = dynamic_cast<const ConvResNet*>(&n)) {
+               p->dev = std::make_unique<DeviceResNetMgrit>(conv->spec(), batch, lpbind::mgrit_options(forward),
+                                                            lpbind::mgrit_options(adjoint), c, device);
+             } else {
+               LP_REQUIRE(false, "device '" << device << "' trains DenseResNet and ConvResNet networks only");
+             }
              return p;
            }),
            py::arg("net"), py::arg("batch"), py::arg("forward_options"), py::arg("adjoint_options"),
            py::arg("comm") = py::none(), py::arg("device") = "cpu",
            "comm: a layerparallel.parallel.CoreComm (or any _core.Comm subclass) over which the layers are "
            "distributed; None = all layers here. device: 'cpu', 'cuda' (states, adjoints, parameters and "
-           "gradients on the GPU; dense layers up to width 32) or 'emulator' (the CUDA kernels' bodies run on "
-           "the CPU over their launch grids: slow, for testing).")
+           "gradients on the GPU; dense networks, and convolutional ones with the replicate opening) or "
+           "'emulator' (the CUDA kernels' bodies run on the CPU over their launch grids: slow, for testing).")
       .def_property_readonly("device", [](const PyResNetMgrit& p) { return p.dev ? p.dev->device() : std::string("cpu"); })
       .def_property_readonly("foreign_layers", [](const PyResNetMgrit& p) { return p.solver().foreign_layers(); },
                              "Layers of other processes whose parameters this one reads (coarse forward steps).")

@@ -38,15 +38,17 @@ def locate_cublas() -> str | None:
     return None
 
 
-def check_device(device: str, kind: str = "dense") -> str:
+def check_device(device: str, kind: str = "dense", opening: str = "") -> str:
     """Return ``device`` or raise ValueError with one sentence saying why it cannot be used
-    (unknown name, a convolutional model, or no usable CUDA device and why)."""
+    (unknown name, a convolutional model with the learned conv opening, or no usable CUDA
+    device and why)."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
         return device
-    if kind != "dense":
-        raise ValueError(f"device {device!r} trains dense networks only; model.kind = {kind!r} runs on the cpu")
+    if kind == "conv" and opening == "conv":
+        raise ValueError(f"device {device!r} trains convolutional networks with the replicate opening; "
+                         "model.opening = \"conv\" runs on the cpu")
     if device == "cuda":
         if not cuda_available():
             raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")

@@ -277,7 +277,7 @@ def build_model(cfg: Any, data: Dataset) -> Network:
 def make_solver(cfg: Any, model: Network, comm: Any = None) -> SerialSolver:
     """The gradient solver of ``train.mode``; ``comm`` (a parallel.CoreComm) splits the layers."""
     mode = cfg.train.mode
-    device = check_device(cfg.train.device, cfg.model.kind)
+    device = check_device(cfg.train.device, cfg.model.kind, cfg.model.opening)
     if mode == "serial":
         if comm is None and device == "cpu":
             return SerialSolver(model)

@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "layerparallel/conv_network.h"
 #include "layerparallel/cuda.h"
 #include "layerparallel/device_network.h"
 #include "layerparallel/resnet_mgrit.h"
@@ -152,6 +153,62 @@ TEST(EmulatorDeviceOptions, StorageCyclesAndOneLevel) {
   compare_with_cpu(p, options(2, "all", 1), reg, "emulator", kBudgets);
 }
 
+// Convolutional networks (replicate opening): the emulated device against the CPU.
+void compare_conv(const ConvSpec& spec, int s, const MgritOptions& o, const Regularization& reg,
+                  const std::string& device) {
+  ConvResNet net(spec);
+  const std::size_t np = net.param_size(), sz = net.state_size(s);
+  const std::vector<double> theta = random_vector(np, -0.3, 0.3, 17);
+  const std::vector<double> X = random_vector(static_cast<std::size_t>(s) * spec.height * spec.width, 0, 255, 18);
+  std::vector<std::int64_t> y(s);
+  for (int i = 0; i < s; ++i) y[i] = (3 * i + 1) % spec.n_classes;
+  ResNetMgrit cpu(net, s, o, o);
+  DeviceResNetMgrit dev(spec, s, o, o, nullptr, device);
+  cpu.set_relative_tolerance(1e-13);
+  dev.solver().set_relative_tolerance(1e-13);
+  for (int call = 0; call < 3; ++call) {
+    SCOPED_TRACE("evaluation " + std::to_string(call));
+    const std::vector<double> t = scaled(theta, call);
+    std::vector<double> gc(np), gd(np, 5.0);
+    const MgritEvaluation a = cpu.evaluate(t.data(), X.data(), y.data(), reg, gc.data(), kBudgets[call][0],
+                                           kBudgets[call][1]);
+    const MgritEvaluation b = dev.evaluate(t.data(), X.data(), y.data(), reg, gd.data(), kBudgets[call][0],
+                                           kBudgets[call][1]);
+    EXPECT_NEAR(b.eval.objective, a.eval.objective, 1e-12 * std::fabs(a.eval.objective));
+    EXPECT_EQ(b.eval.correct, a.eval.correct);
+    EXPECT_EQ(b.forward.cycles, a.forward.cycles);
+    EXPECT_EQ(b.adjoint.cycles, a.adjoint.cycles);
+    EXPECT_TRUE(near_vec(gd, gc, 1e-11));
+    for (int n : {0, spec.layers}) {
+      std::vector<double> u(sz), l(sz);
+      dev.state(n, u.data());
+      dev.adjoint(n, l.data());
+      EXPECT_TRUE(near_vec(u, std::vector<double>(cpu.state(n), cpu.state(n) + sz), 1e-12)) << "u_" << n;
+      EXPECT_TRUE(near_vec(l, std::vector<double>(cpu.adjoint(n), cpu.adjoint(n) + sz), 1e-11)) << "lambda_" << n;
+    }
+  }
+}
+
+TEST(EmulatorDeviceConv, TrainingEvaluationsMatchCpu) {
+  ConvSpec spec;
+  spec.channels = 2;
+  spec.height = 5;
+  spec.width = 4;
+  spec.n_classes = 3;
+  spec.layers = 8;
+  spec.T = 1.0;
+  spec.activation = Activation::Tanh;
+  compare_conv(spec, 7, options(2), Regularization{1e-3, 1e-3, 1e-3}, "emulator");  // bias per pixel
+  spec.bias_per_channel = true;
+  spec.channels = 3;
+  spec.layers = 9;
+  spec.activation = Activation::SmoothRelu;
+  compare_conv(spec, 4, options(3, "cpoints"), Regularization{}, "emulator");
+  ConvSpec learned = spec;
+  learned.conv_opening = true;
+  EXPECT_THROW(DeviceResNetMgrit(learned, 4, options(2), options(2), nullptr, "emulator"), std::invalid_argument);
+}
+
 TEST(EmulatorDeviceOptions, GradientMatchesFiniteDifferences) {
   const Problem p = make_problem(12, 8, Activation::Tanh, Opening::Dense, 17, 3);
   const Regularization reg{1e-3, 1e-3, 1e-3};
@@ -260,6 +317,21 @@ TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
       b_->gemm_batched(ta, tb, m, n, k, al, A, lda, B, ldb, be, C, ldc, batch);
     }
     void wide_epilogue(Activation a, int w, int s, const WideBatch& e) override { b_->wide_epilogue(a, w, s, e); }
+    void conv_step(Activation a, const ConvShape& sh, const double* K, const double* b, double dt, const double* in,
+                   double* out, int s, double* d) override {
+      b_->conv_step(a, sh, K, b, dt, in, out, s, d);
+    }
+    void conv_adjoint(const ConvShape& sh, const double* K, double dt, const double* d, const double* l, double* lam,
+                      int s) override {
+      b_->conv_adjoint(sh, K, dt, d, l, lam, s);
+    }
+    void conv_gradient(const ConvShape& sh, const double* u, const double* l, const double* d, int s, double* gK,
+                       double* gb, double g) override {
+      b_->conv_gradient(sh, u, l, d, s, gK, gb, g);
+    }
+    void replicate_opening(const ConvShape& sh, const double* p, double* U, int s) override {
+      b_->replicate_opening(sh, p, U, s);
+    }
     void dense_opening(Activation a, int w, int nf, const double* W, const double* b, const double* X, double* U,
                        int s) override {
       b_->dense_opening(a, w, nf, W, b, X, U, s);
@@ -464,6 +536,12 @@ TEST(CudaDeviceTraining, MatchesCpu) {
   compare_with_cpu(p, options(4), Regularization{1e-3, 1e-3, 1e-3}, "cuda", kBudgets);
   const Problem q = make_problem(19, 16, Activation::Tanh, Opening::Expand, 77, 4);
   compare_with_cpu(q, options(2, "cpoints"), Regularization{}, "cuda", kBudgets);
+  ConvSpec conv;
+  conv.channels = 4;
+  conv.height = 12;
+  conv.width = 12;
+  conv.layers = 16;
+  compare_conv(conv, 100, options(4), Regularization{1e-3, 1e-3, 1e-3}, "cuda");
   const Problem wide = make_problem(16, 96, Activation::Tanh, Opening::Dense, 300, 6);  // cuBLAS
   compare_with_cpu(wide, options(4), Regularization{1e-3, 1e-3, 1e-3}, "cuda", kBudgets);
 }

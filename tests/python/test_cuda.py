@@ -21,7 +21,7 @@ from layerparallel import _core
 from layerparallel.config import config_from_dict
 from layerparallel.data import generate_peaks
 from layerparallel.device import check_device, cuda_available, locate_cublas
-from layerparallel.model import ResNet
+from layerparallel.model import ConvResNet, ResNet
 from layerparallel.train import MgritSolver, build_model, train
 
 pytestmark = pytest.mark.cuda
@@ -74,6 +74,24 @@ def test_forward_adjoint_and_gradient_match_cpu(data, device, width, activation,
     np.testing.assert_allclose(b["gradient"], a["gradient"], rtol=0, atol=1e-11 * np.abs(a["gradient"]).max())
     np.testing.assert_allclose(dev.states(), cpu.states(), rtol=0, atol=1e-12 * np.abs(cpu.states()).max())
     np.testing.assert_allclose(dev.adjoints(), cpu.adjoints(), rtol=0, atol=1e-11 * np.abs(cpu.adjoints()).max())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", ["pixel", "channel"])
+def test_convolutional_network_matches_cpu(device, bias):
+    model = ConvResNet(6, 5, 3, channels=2, layers=8, T=1.0, activation="tanh", bias=bias, opening="replicate",
+                       seed=2)
+    model.theta += np.random.default_rng(5).normal(scale=0.1, size=model.size)
+    rng = np.random.default_rng(6)
+    X, y = rng.uniform(0, 255, size=(9, 30)), rng.integers(0, 3, size=9)
+    opts = dict(OPTIONS, cfactor=2)
+    cpu, dev = pair(model, 9, device, opts)
+    for budget in (-1, 2):
+        a = cpu.evaluate(model.theta, X, y, 1e-4, 1e-4, 1e-3, budget, budget)
+        b = dev.evaluate(model.theta, X, y, 1e-4, 1e-4, 1e-3, budget, budget)
+        assert b["objective"] == pytest.approx(a["objective"], rel=1e-12)
+        np.testing.assert_allclose(b["gradient"], a["gradient"], rtol=0, atol=1e-11 * np.abs(a["gradient"]).max())
+    np.testing.assert_allclose(dev.states(), cpu.states(), rtol=0, atol=1e-12 * np.abs(cpu.states()).max())
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -181,8 +199,9 @@ def test_bad_devices_are_refused_in_one_sentence(data) -> None:
     assert check_device("emulator") == "emulator"
     with pytest.raises(ValueError, match="device must be one of cpu, cuda, emulator, got 'tpu'"):
         check_device("tpu")
-    with pytest.raises(ValueError, match="dense networks only"):
-        check_device("emulator", "conv")
+    assert check_device("emulator", "conv", "replicate") == "emulator"
+    with pytest.raises(ValueError, match="replicate opening"):
+        check_device("emulator", "conv", "conv")
     with pytest.raises(ValueError, match="train.device"):
         config_from_dict({"train": {"device": "gpu"}})
     many = ResNet(2, 70, 70, 4, 1.0, "tanh", "dense")

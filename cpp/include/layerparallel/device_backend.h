@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "layerparallel/activation_impl.h"
+#include "layerparallel/conv_impl.h"
 #include "layerparallel/dense_kernels_impl.h"
 #include "layerparallel/propagator.h"
 #include "layerparallel/state_space.h"
@@ -64,6 +65,20 @@ class DeviceBackend : public StateSpace {
   /// gW += d x^T, gb += sum d with d = act'(W x + b) * lam0. Deterministic.
   virtual void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b,
                                       const double* X, const double* lam0, int s, double* gW, double* gb) = 0;
+
+  // ---- 3x3 convolutional layers (conv_kernels_impl.h); states (s, C, H, W), K (C, C, 3, 3),
+  // bias per pixel or per channel (sh.bias_size()).
+  /// out = in + dt act(conv(K, in) + bias); deriv (may be null) receives act'(.). in != out.
+  virtual void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
+                         const double* in, double* out, int s, double* deriv) = 0;
+  /// lam = lam_next + dt conv^T(K, deriv * lam_next) (deriv = act'(.) of the layer).
+  virtual void conv_adjoint(const ConvShape& sh, const double* K, double dt, const double* deriv,
+                            const double* lam_next, double* lam, int s) = 0;
+  /// gK += gscale corr(D, u), gb += gscale sums of D, D = deriv * lam_next. Deterministic.
+  virtual void conv_gradient(const ConvShape& sh, const double* u, const double* lam_next, const double* deriv,
+                             int s, double* gK, double* gb, double gscale) = 0;
+  /// u0 = tanh(6 p / 255 - 3) + 1 of each pixel in every channel; pixels (s, H*W).
+  virtual void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) = 0;
 
   // ---- wide layers (w > kernels::kMaxWidth): GEMMs and their epilogues
   /// Column-major C_q = alpha op(A_q) op(B_q) + beta C_q for q < batch (cuBLAS's
