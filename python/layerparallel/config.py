@@ -128,9 +128,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "threads": Key(int, 0, **_ge(0), doc="0 = all cores"),
         "eval_every": Key(int, 1, **_ge(1)),
         "device": Key(str, "cpu", choices=("cpu", "cuda", "emulator"),
-                      doc="cpu | cuda (states, adjoints, parameters and gradients on the GPU; dense layers up to "
-                          "width 32; the serial mode runs as one-level MGRIT) | emulator (the CUDA kernels run "
-                          "on the CPU: slow, for testing without a GPU)"),
+                      doc="cpu | cuda (states, adjoints, parameters and gradients on the GPU; dense networks, "
+                          "and convolutional ones with the replicate opening; the serial mode runs as one-level "
+                          "MGRIT) | emulator (the CUDA kernels run on the CPU: slow, for testing without a GPU)"),
         "params": Key(str, "", doc="start from this params.npz (a restart; every process reads it and "
                                    "keeps its own layers); empty = initialise from the seed"),
     },
