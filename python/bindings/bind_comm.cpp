@@ -76,6 +76,17 @@ py::dict alive(py::object self) {
   return self.attr("_alive");
 }
 
+// isend / irecv from Python: `post` starts the message on the caller's buffer,
+// which stays referenced (so alive) until wait(id).
+template <class Post>
+auto post_keeping_alive(const char* what, bool writeable, Post post) {
+  return [what, writeable, post](py::object self, const py::array& a, int peer, int tag) {
+    const int id = post(self.cast<MpiComm&>(), buffer(a, writeable, what), static_cast<std::size_t>(a.size()), peer, tag);
+    alive(self)[py::int_(id)] = a;
+    return id;
+  };
+}
+
 py::list trace_list(const std::vector<layerparallel::TraceEvent>& ev) {
   py::list out;
   for (const auto& e : ev) {
@@ -157,24 +168,14 @@ void bind_comm(py::module_& m) {
            [](MpiComm& c, const py::array& a) { c.allreduce_sum(buffer(a, true, "allreduce_sum"), a.size()); })
       .def("bcast", [](MpiComm& c, const py::array& a, int root) { c.bcast(buffer(a, true, "bcast"), a.size(), root); })
       .def("barrier", &MpiComm::barrier)
-      .def(
-          "isend",
-          [](py::object self, const py::array& a, int dest, int tag) {
-            MpiComm& c = self.cast<MpiComm&>();
-            const int id = c.isend(buffer(a, false, "isend"), a.size(), dest, tag);
-            alive(self)[py::int_(id)] = a;
-            return id;
-          },
-          py::arg("buf"), py::arg("dest"), py::arg("tag"))
-      .def(
-          "irecv",
-          [](py::object self, const py::array& a, int src, int tag) {
-            MpiComm& c = self.cast<MpiComm&>();
-            const int id = c.irecv(buffer(a, true, "irecv"), a.size(), src, tag);
-            alive(self)[py::int_(id)] = a;
-            return id;
-          },
-          py::arg("buf"), py::arg("src"), py::arg("tag"))
+      .def("isend",
+           post_keeping_alive("isend", false,
+                              [](MpiComm& c, double* p, std::size_t n, int peer, int tag) { return c.isend(p, n, peer, tag); }),
+           py::arg("buf"), py::arg("dest"), py::arg("tag"))
+      .def("irecv",
+           post_keeping_alive("irecv", true,
+                              [](MpiComm& c, double* p, std::size_t n, int peer, int tag) { return c.irecv(p, n, peer, tag); }),
+           py::arg("buf"), py::arg("src"), py::arg("tag"))
       .def("wait",
            [](py::object self, int id) {
              self.cast<MpiComm&>().wait(id);
