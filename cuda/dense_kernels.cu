@@ -133,6 +133,24 @@ __global__ void sumsq_kernel(const double* a, const double* b, long long n, doub
   kernels::sumsq_store(blk, thr, sh, partial);
 }
 
+__global__ void sumsq_batch_kernel(const double* const* a, const double* const* b, long long n, double* partial) {
+  extern __shared__ double sh[];
+  LP_KERNEL_INDICES;
+  const Idx3 gdim = idx3(gridDim);
+  kernels::sumsq_load(blk, thr, bdim, gdim, a[blk.y], b[blk.y], n, sh);
+  __syncthreads();
+  for (int stride = bdim.x / 2; stride > 0; stride /= 2) {
+    kernels::sumsq_tree(thr, stride, sh);
+    __syncthreads();
+  }
+  kernels::sumsq_batch_store(blk, thr, gdim, sh, partial);
+}
+
+__global__ void sum_rows_kernel(const double* partial, int rows, int len, double* out) {
+  LP_KERNEL_INDICES;
+  kernels::sum_rows(blk, thr, bdim, partial, rows, len, out);
+}
+
 __global__ void sum_partials_kernel(const double* partial, int nblocks, int len, kernels::PartialTargets t) {
   LP_KERNEL_INDICES;
   kernels::sum_partials(blk, thr, bdim, partial, nblocks, len, t);
@@ -553,6 +571,29 @@ class CudaBackend final : public DeviceBackend {
   }
   double sum_sq_diff(const double* a, const double* b, std::size_t n) const override { return device_sumsq(a, b, n); }
   void synchronize() override { LP_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+  void sum_sq_diff_batch(const double* const* a, const double* const* b, int count, std::size_t n,
+                         double* out) const override {
+    if (count <= 0) return;
+    if (n == 0) {
+      std::fill(out, out + count, 0.0);
+      return;
+    }
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<long long>((ll(n) + threads - 1) / threads, kernels::kNormMaxBlocks));
+    for (int q0 = 0; q0 < count; q0 += 65535) {
+      const int c = std::min(count - q0, 65535);
+      std::vector<const double*> host(2 * static_cast<std::size_t>(c));
+      std::copy_n(a + q0, c, host.begin());
+      std::copy_n(b + q0, c, host.begin() + c);  // null entries stay null: the norm of a[q]
+      DeviceBuffer<const double*> ptrs(host);
+      DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * c), totals(c);
+      LP_CUDA_LAUNCH(sumsq_batch_kernel, dim3(blocks, c), threads, shared_bytes(threads), ptrs.data(),
+                     ptrs.data() + c, ll(n), partial.data());
+      LP_CUDA_LAUNCH(sum_rows_kernel, blocks_for(c, 128), 128, 0, partial.data(), c, blocks, totals.data());
+      totals.download(out + q0, c);  // synchronises before the buffers are freed
+    }
+  }
 
   void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
                        const Propagator::Chain* chains, int n) override {

@@ -288,19 +288,28 @@ bool DeviceNetwork::adjoint_propagate(const double* theta, const int* idx, int c
   return true;
 }
 
+// A launch takes at most kMaxLaunchRows chains (grid.y); more go in several launches.
+constexpr int kMaxLaunchRows = 65535;
+
 void DeviceDenseResNet::propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s) const {
-  if (wide())
-    wide_propagate(theta, chains, n, s);
-  else
-    dev_->block_propagate(spec().activation, spec().width, s, h(), K(theta), bias(theta), chains, n);
+  for (int q0 = 0; q0 < n; q0 += kMaxLaunchRows) {
+    const int c = std::min(n - q0, kMaxLaunchRows);
+    if (wide())
+      wide_propagate(theta, chains + q0, c, s);
+    else
+      dev_->block_propagate(spec().activation, spec().width, s, h(), K(theta), bias(theta), chains + q0, c);
+  }
 }
 
 void DeviceDenseResNet::adjoint_propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s,
                                                  const double* derivs, int first) const {
-  if (wide())
-    wide_adjoint(theta, chains, n, s, derivs, first);
-  else
-    dev_->block_adjoint(spec().width, s, layers(), h(), K(theta), derivs, first, chains, n);
+  for (int q0 = 0; q0 < n; q0 += kMaxLaunchRows) {
+    const int c = std::min(n - q0, kMaxLaunchRows);
+    if (wide())
+      wide_adjoint(theta, chains + q0, c, s, derivs, first);
+    else
+      dev_->block_adjoint(spec().width, s, layers(), h(), K(theta), derivs, first, chains + q0, c);
+  }
 }
 
 void DeviceNetwork::forward_sweep(const double*, const double*, int, double*, double*) const {
@@ -433,11 +442,15 @@ MgritEvaluation DeviceResNetMgrit::evaluate(const double* theta, const double* X
   const std::size_t np = net_->param_size();
   dev_->upload(theta_.data(), theta, np);
   dev_->upload_bytes(labels_, labels, static_cast<std::size_t>(batch_) * sizeof(std::int64_t));
-  net_->set_host_theta(theta);
+  // The host theta is valid only during this call, also when it throws.
+  struct HostTheta {
+    DeviceNetwork& net;
+    HostTheta(DeviceNetwork& n, const double* t) : net(n) { net.set_host_theta(t); }
+    ~HostTheta() { net.set_host_theta(nullptr); }
+  } host_theta(*net_, theta);
   MgritEvaluation e = solver_->evaluate(theta_.data(), X, static_cast<const std::int64_t*>(labels_), reg,
                                         grad ? grad_.data() : nullptr, forward_budget, adjoint_budget);
   if (grad) dev_->download(grad, grad_.data(), np);
-  net_->set_host_theta(nullptr);
   return e;
 }
 

@@ -103,6 +103,29 @@ class EmulatedBackend final : public DeviceBackend {
     element_batch({kernels::ElementOp::Fas, g, gf, p, ll(n)}, count);
   }
 
+  void sum_sq_diff_batch(const double* const* a, const double* const* b, int count, std::size_t n,
+                         double* out) const override {
+    if (count <= 0) return;
+    if (n == 0) {
+      std::fill(out, out + count, 0.0);
+      return;
+    }
+    const int threads = 256;
+    const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
+    const Idx3 bd{threads, 1, 1}, grid{blocks, count, 1};
+    std::vector<double> partial(static_cast<std::size_t>(blocks) * count);
+    run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_load(blk, t, bd, grid, a[blk.y], b[blk.y], ll(n), sh); });
+      for (int stride = threads / 2; stride > 0; stride /= 2)
+        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
+      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_batch_store(blk, t, grid, sh, partial.data()); });
+    });
+    const Idx3 sbd{128, 1, 1}, sgrid{blocks_for(count, 128), 1, 1};
+    run_grid(sgrid, sbd, 0, 0, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double*) { kernels::sum_rows(blk, t, sbd, partial.data(), count, blocks, out); });
+    });
+  }
+
   double sum_sq_diff(const double* a, const double* b, std::size_t n) const override {
     double total = 0.0;
     tree_reduce(n, &total, [&](Idx3 blk, Idx3 t, Idx3 bd, Idx3 grid, double* sh) {

@@ -243,6 +243,8 @@ long long Mgrit::parallel(int n, const std::function<long long(int)>& body) {
   if (n <= 0) return 0;
   int nt = opts_.threads > 0 ? opts_.threads : omp_get_max_threads();
   nt = std::max(1, std::min(nt, n));
+  // Device states: one host thread drives the device (its launches are the parallelism).
+  if (!sp_.host()) nt = 1;
   long long total = 0;
   std::exception_ptr err = nullptr;
   // An exception must not leave an OpenMP region: keep the first, rethrow after.
@@ -290,8 +292,10 @@ void Mgrit::complete(int req) {
   comm_->wait(req);
   for (auto it = staged_.begin(); it != staged_.end(); ++it)
     if (it->req == req) {
-      if (it->dst) sp_.upload(it->dst, it->host.data(), ss_);
+      // Out of the list before the upload: a failing upload must not leave a stale entry.
+      Staged done = std::move(*it);
       staged_.erase(it);
+      if (done.dst) sp_.upload(done.dst, done.host.data(), ss_);
       return;
     }
 }
@@ -411,11 +415,22 @@ long long Mgrit::sweep_interval(int level, int c, bool with_pred, bool reuse, bo
   const int te = std::min(iv.f_end, je);
   const bool pred = with_pred && iv.next_cpoint >= jb && iv.next_cpoint < je;
   if (tb >= te && !pred) return 0;
-  StateBuffer buf;
-  if (scratch) buf = StateBuffer(sp_, 2 * ss);
+  // Two alternating buffers: per call on the host (intervals run on threads), one
+  // persistent pair for device states (one thread; no allocation per interval).
+  StateBuffer local;
+  double* pair = nullptr;
+  if (scratch) {
+    if (!sp_.host()) {
+      if (scratch_pair_.empty()) scratch_pair_ = StateBuffer(sp_, 2 * ss);
+      pair = scratch_pair_.data();
+    } else {
+      local = StateBuffer(sp_, 2 * ss);
+      pair = local.data();
+    }
+  }
   auto dst_of = [&](int i) -> double* {
     if (to_traj) return traj_at(i);
-    if (scratch) return i == je - 1 ? L.tail.data() : buf.data() + ((i - iv.f_begin) & 1) * ss;
+    if (scratch) return i == je - 1 ? L.tail.data() : pair + ((i - iv.f_begin) & 1) * ss;
     return point(level, i);
   };
   auto g_of = [&](int i) -> const double* { return have_g ? rhs_at(level, i) : nullptr; };
@@ -786,12 +801,23 @@ double Mgrit::residual_norm_from_pred() {
   // order after an exact all-reduce of disjoint slots, the norm has the same
   // rounding on any number of processes and threads.
   std::vector<double> sq(static_cast<std::size_t>(nc - 1), 0.0);
-  parallel(ce - cb, [&](int k) -> long long {
-    const int c = cb + k;
-    const double nr = prop_.norm_diff(pred_at(0, c), point(0, c * m));
-    sq[static_cast<std::size_t>(c - 1)] = nr * nr;
-    return 0;
-  });
+  if (!sp_.host() && ce > cb) {  // one batched reduction (one launch and download on a device)
+    std::vector<const double*> a, b;
+    for (int c = cb; c < ce; ++c) {
+      a.push_back(pred_at(0, c));
+      b.push_back(point(0, c * m));
+    }
+    std::vector<double> nr(a.size());
+    prop_.norm_diff_batch(a.data(), b.data(), static_cast<int>(a.size()), nr.data());
+    for (int c = cb; c < ce; ++c) sq[static_cast<std::size_t>(c - 1)] = nr[c - cb] * nr[c - cb];
+  } else {
+    parallel(ce - cb, [&](int k) -> long long {
+      const int c = cb + k;
+      const double nr = prop_.norm_diff(pred_at(0, c), point(0, c * m));
+      sq[static_cast<std::size_t>(c - 1)] = nr * nr;
+      return 0;
+    });
+  }
   if (deferring_) {  // finish_norms() reduces and sums them
     pending_.insert(pending_.end(), sq.begin(), sq.end());
     return -1.0;

@@ -70,6 +70,11 @@ double StateSpace::sum_sq_diff(const double* a, const double* b, std::size_t n) 
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+void StateSpace::sum_sq_diff_batch(const double* const* a, const double* const* b, int count, std::size_t n,
+                                   double* out) const {
+  for (int q = 0; q < count; ++q) out[q] = sum_sq_diff(a[q], b[q], n);
+}
+
 void StateSpace::upload(double* dst, const double* host_src, std::size_t n) { copy(dst, host_src, n); }
 
 void StateSpace::download(double* host_dst, const double* src, std::size_t n) const {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -54,7 +55,9 @@ def pair(model, s, device, options=OPTIONS):
     cpu = _core.ResNetMgrit(model.core, s, options, options)
     dev = _core.ResNetMgrit(model.core, s, options, options, None, device)
     for x in (cpu, dev):
-        x.set_relative_tolerance(1e-13)
+        # Well above the rounding floor, so that the device's differently rounded
+        # reductions cannot change the number of cycles an exact solve takes.
+        x.set_relative_tolerance(1e-10)
     return cpu, dev
 
 
@@ -184,7 +187,7 @@ def test_cuda_refusal_names_the_cause_here() -> None:
     assert str(err.value) == f"device 'cuda' is not available: {status}"
     # The compiled solver refuses with the same reason.
     model = model_for(8, 4)
-    with pytest.raises(RuntimeError, match=status.split(" (")[0]):
+    with pytest.raises(RuntimeError, match=re.escape(status.split(" (")[0])):
         _core.ResNetMgrit(model.core, 4, OPTIONS, OPTIONS, None, "cuda")
 
 

@@ -699,4 +699,22 @@ LP_HOST_DEVICE inline void sumsq_store(Idx3 block, Idx3 thread, const double* sh
   if (thread.x == 0) partial[block.x] = sh[0];
 }
 
+// Batched sums of squares (StateSpace::sum_sq_diff_batch): block row grid.y = q
+// reduces a[q] - b[q] exactly as the single reduction does (the same grid.x
+// blocks), writing partial row q; then sum_rows adds each row in block order.
+LP_HOST_DEVICE inline void sumsq_batch_store(Idx3 block, Idx3 thread, Idx3 grid_dim, const double* sh,
+                                             double* partial) {
+  if (thread.x == 0) partial[static_cast<std::size_t>(block.y) * grid_dim.x + block.x] = sh[0];
+}
+
+/// out[q] = the sum of row q of partial (rows x len), in order; one thread per row.
+LP_HOST_DEVICE inline void sum_rows(Idx3 block, Idx3 thread, Idx3 block_dim, const double* LP_RESTRICT partial,
+                                    int rows, int len, double* LP_RESTRICT out) {
+  const int q = example_of(block, thread, block_dim);
+  if (q >= rows) return;
+  double acc = 0.0;
+  for (int p = 0; p < len; ++p) acc += partial[static_cast<std::size_t>(q) * len + p];
+  out[q] = acc;
+}
+
 }  // namespace layerparallel::kernels

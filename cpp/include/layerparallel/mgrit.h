@@ -122,6 +122,7 @@ int parse_relax(const std::string& s);
 
 /// Exact serial forward propagation u_{i+1} = Phi(u_i) on level 0:
 /// `out` receives (n_steps + 1) states, out[0] = u0. N calls of prop.step.
+/// u0 and out are in the propagator's memory (prop.space()).
 void serial_propagate(Propagator& prop, int n_steps, const double* u0, double* out);
 
 /// MGRIT solver of u_0 = g_0, u_i = Phi_{i-1}(u_{i-1}) (i = 1..N) for one
@@ -146,6 +147,10 @@ class Mgrit {
   Mgrit(const Mgrit&) = delete;
   Mgrit& operator=(const Mgrit&) = delete;
 
+  /// Every state pointer passed to or returned by the solver (set_initial,
+  /// warm_start, state, trajectory) is in the propagator's memory, prop.space()
+  /// (host memory unless the propagator keeps its states on a device).
+  ///
   /// Sets the fixed value u_0 (state_size() doubles). If the iterate has not
   /// been initialised yet, every point is set to u0 (the default guess);
   /// otherwise only point 0 changes and the rest of the iterate is kept.
@@ -333,6 +338,7 @@ class Mgrit {
     double* dst;  // receive: where the value goes on completion (nullptr: a send)
   };
   std::vector<Staged> staged_;
+  StateBuffer scratch_pair_;  // store = cpoints on device states: the two alternating F-point buffers
 };
 
 }  // namespace layerparallel

@@ -76,6 +76,14 @@ class Propagator {
   virtual double norm_diff(const double* a, const double* b) const {
     return std::sqrt(space().sum_sq_diff(a, b, state_size()));
   }
+
+  /// out[q] = norm_diff(a[q], b[q]) for q < count (host arrays of pointers; the
+  /// engine uses it for device states). The default calls norm_diff() for each;
+  /// a propagator with the default norm and device states overrides it with
+  /// StateSpace::sum_sq_diff_batch (one reduction for all).
+  virtual void norm_diff_batch(const double* const* a, const double* const* b, int count, double* out) const {
+    for (int q = 0; q < count; ++q) out[q] = norm_diff(a[q], b[q]);
+  }
 };
 
 }  // namespace layerparallel

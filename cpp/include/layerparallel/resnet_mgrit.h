@@ -6,6 +6,7 @@
 // warm-started cycles (the simultaneous / one-shot method).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -17,6 +18,13 @@
 
 namespace layerparallel {
 
+/// out[q] = |a[q] - b[q]| for q < count through one StateSpace::sum_sq_diff_batch.
+inline void batched_norms(const StateSpace& sp, std::size_t n, const double* const* a, const double* const* b,
+                          int count, double* out) {
+  sp.sum_sq_diff_batch(a, b, count, n, out);
+  for (int q = 0; q < count; ++q) out[q] = std::sqrt(out[q]);
+}
+
 /// u_{i1} = u_{i0} + (i1 - i0) h sigma(K_{i0} u_{i0} + b_{i0}) on a batch: the weights
 /// of the fine layer at the coarse interval's left point, the coarse step size.
 class ResNetForwardPropagator final : public Propagator {
@@ -25,6 +33,9 @@ class ResNetForwardPropagator final : public Propagator {
   void set_theta(const double* theta) { theta_ = theta; }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   StateSpace& space() const override { return net_.space(); }
+  void norm_diff_batch(const double* const* a, const double* const* b, int count, double* out) const override {
+    batched_norms(space(), state_size(), a, b, count, out);
+  }
   void step(int level, int i0, int i1, const double* in, double* out) override;
   /// The network's fused chain when it has one (ResidualNetwork::propagate).
   void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
@@ -55,6 +66,9 @@ class ResNetAdjointPropagator final : public Propagator {
   }
   std::size_t state_size() const override { return net_.state_size(batch_); }
   StateSpace& space() const override { return net_.space(); }
+  void norm_diff_batch(const double* const* a, const double* const* b, int count, double* out) const override {
+    batched_norms(space(), state_size(), a, b, count, out);
+  }
   void step(int level, int k0, int k1, const double* in, double* out) override;
   void propagate(int level, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs = nullptr) override;

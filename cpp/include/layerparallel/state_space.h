@@ -43,6 +43,11 @@ class StateSpace {
                          std::size_t n);
   /// sum_k (a_k - b_k)^2 (b may be nullptr), in a fixed order.
   virtual double sum_sq_diff(const double* a, const double* b, std::size_t n) const;
+  /// out[q] = sum_sq_diff(a[q], b[q], n) for q < count (host arrays of pointers,
+  /// out host memory). The default calls sum_sq_diff for each; a device space
+  /// reduces all of them in one launch and one download.
+  virtual void sum_sq_diff_batch(const double* const* a, const double* const* b, int count, std::size_t n,
+                                 double* out) const;
 
   /// Waits until every operation on this space's memory has finished (before a
   /// device-aware Comm reads it). No-op for host memory.
