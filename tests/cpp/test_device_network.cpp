@@ -96,16 +96,17 @@ void compare_with_cpu(const Problem& p, const MgritOptions& o, const Regularizat
     EXPECT_EQ(b.forward.cycles, a.forward.cycles);
     EXPECT_EQ(b.adjoint.cycles, a.adjoint.cycles);
     EXPECT_EQ(b.forward.steps, a.forward.steps);
-    // Residual histories agree to 1e-9 relative, down to the rounding floor of the
-    // states (1e-12 of the first residual) where MGRIT has converged.
-    ASSERT_EQ(b.forward.residuals.size(), a.forward.residuals.size());
-    double floor = 0.0;
-    for (double r : a.forward.residuals)
-      if (std::isfinite(r) && floor == 0.0) floor = 1e-12 * r;
-    for (std::size_t k = 0; k < a.forward.residuals.size(); ++k)
-      if (std::isfinite(a.forward.residuals[k]))
-        EXPECT_NEAR(b.forward.residuals[k], a.forward.residuals[k], 1e-9 * a.forward.residuals[k] + floor)
-            << "cycle " << k;
+    // Residual histories (forward and adjoint) agree to 1e-9 relative, down to the
+    // rounding floor of the states (1e-12 of the first residual) where MGRIT has converged.
+    for (const auto& [ra, rb] : {std::make_pair(&a.forward.residuals, &b.forward.residuals),
+                                 std::make_pair(&a.adjoint.residuals, &b.adjoint.residuals)}) {
+      ASSERT_EQ(rb->size(), ra->size());
+      double floor = 0.0;
+      for (double r : *ra)
+        if (std::isfinite(r) && floor == 0.0) floor = 1e-12 * r;
+      for (std::size_t k = 0; k < ra->size(); ++k)
+        if (std::isfinite((*ra)[k])) EXPECT_NEAR((*rb)[k], (*ra)[k], 1e-9 * (*ra)[k] + floor) << "cycle " << k;
+    }
     for (int n : {0, p.spec.layers / 2, p.spec.layers}) {
       std::vector<double> u(sz), l(sz);
       dev.state(n, u.data());
@@ -257,12 +258,17 @@ TEST(EmulatorDeviceOptions, GradientMatchesFiniteDifferences) {
   }
 }
 
-TEST(EmulatorDeviceOptions, DistributedLayersMatchOneCpuProcess) {
+class EmulatorDistributed : public ::testing::TestWithParam<std::tuple<int, std::string, std::string>> {};
+
+TEST_P(EmulatorDistributed, LayersMatchOneCpuProcess) {
   // Three processes, each with its own emulated device: states stay in device
-  // memory and the neighbour messages are staged through host copies.
+  // memory and the neighbour messages are staged through host copies (or handed
+  // to a device-aware communicator). Width 40 runs the GEMM path.
+  const auto& [w, store, cycle] = GetParam();
   const int N = 18, P = 3;
-  const Problem p = make_problem(N, 8, Activation::Tanh, Opening::Dense, 21, 9);
-  const MgritOptions o = options(2);
+  const Problem p = make_problem(N, w, Activation::Tanh, Opening::Dense, 21, 9);
+  MgritOptions o = options(2, store);
+  o.cycle = cycle;
   const Regularization reg{};
   DenseResNet net(p.spec);
   const std::size_t np = net.layout().size;
@@ -302,6 +308,11 @@ TEST(EmulatorDeviceOptions, DistributedLayersMatchOneCpuProcess) {
   }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, EmulatorDistributed,
+                         ::testing::Values(std::make_tuple(8, std::string("all"), std::string("V")),
+                                           std::make_tuple(40, std::string("cpoints"), std::string("V")),
+                                           std::make_tuple(8, std::string("cpoints"), std::string("F"))));
 
 TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
   // The engine hands the device every middle interval of a sweep at once.
