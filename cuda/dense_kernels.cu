@@ -411,9 +411,7 @@ double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, c
                             const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
                             double* gW, double* gmu) {
   require_cuda("cuda_classifier_loss");
-  LP_REQUIRE(w >= 1, "the classifier needs a width >= 1, got " << w);
-  LP_REQUIRE(nc >= 1 && nc <= kernels::kMaxClasses,
-             "the CUDA classifier takes 1.." << kernels::kMaxClasses << " classes, got " << nc);
+  kernels::require_classifier_shape(w, nc);
   if (s <= 0) {
     if (correct) *correct = 0;
     return 0.0;

@@ -34,9 +34,9 @@ const double* DeviceNetwork::host_theta() const {
 
 void DeviceNetwork::add_host(double* grad, std::size_t begin, const double* values, std::size_t n) const {
   if (n == 0) return;
-  StateBuffer tmp(*dev_, n);
-  dev_->upload(tmp.data(), values, n);
-  dev_->add(grad + begin, tmp.data(), n);
+  double* tmp = scratch(n);  // reused: no device allocation per evaluation
+  dev_->upload(tmp, values, n);
+  dev_->add(grad + begin, tmp, n);
 }
 
 // ------------------------------------------------------------------ dense

@@ -147,20 +147,15 @@ class EmulatedBackend final : public DeviceBackend {
     a.K = K;
     a.bias = bias;
     a.iv = view(f);
-    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), n, 1};
     with_activation(act, [&](auto A) {
       with_width(w, [&](auto WC) {
-        constexpr int W = decltype(WC)::value;
-        run_grid(grid, bd, kernels::block_propagate_shared(w), kernels::kMaxWidth, false, [&](Idx3 blk, Block& B) {
-          B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, w, s, a.iv, cur); });
-          const int steps = kernels::block_propagate_steps(blk, a.iv);
-          for (int k = 0; k < steps; ++k) {
-            B.phase([&](Idx3 t, double* sh, double*) { kernels::block_propagate_load(k, blk, t, bd, a, sh); });
-            B.phase([&](Idx3 t, double* sh, double* cur) {
-              kernels::block_propagate_step<decltype(A), W>(k, blk, t, bd, a, sh, cur);
-            });
-          }
-        });
+        run_block_chains(a.iv, w, s, n, kernels::block_propagate_shared(w),
+                         [&](int k, Idx3 blk, Idx3 t, Idx3 bd, double* sh) {
+                           kernels::block_propagate_load(k, blk, t, bd, a, sh);
+                         },
+                         [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const double* sh, double* cur) {
+                           kernels::block_propagate_step<decltype(A), decltype(WC)::value>(k, blk, t, bd, a, sh, cur);
+                         });
       });
     });
   }
@@ -179,17 +174,14 @@ class EmulatedBackend final : public DeviceBackend {
     a.deriv = deriv;
     a.first = first;
     a.iv = view(f);
-    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), n, 1};
     with_width(w, [&](auto WC) {
-      constexpr int W = decltype(WC)::value;
-      run_grid(grid, bd, kernels::block_adjoint_shared(w), kernels::kMaxWidth, false, [&](Idx3 blk, Block& B) {
-        B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, w, s, a.iv, cur); });
-        const int steps = kernels::block_propagate_steps(blk, a.iv);
-        for (int k = 0; k < steps; ++k) {
-          B.phase([&](Idx3 t, double* sh, double*) { kernels::block_adjoint_load(k, blk, t, bd, a, sh); });
-          B.phase([&](Idx3 t, double* sh, double* cur) { kernels::block_adjoint_step<W>(k, blk, t, bd, a, sh, cur); });
-        }
-      });
+      run_block_chains(a.iv, w, s, n, kernels::block_adjoint_shared(w),
+                       [&](int k, Idx3 blk, Idx3 t, Idx3 bd, double* sh) {
+                         kernels::block_adjoint_load(k, blk, t, bd, a, sh);
+                       },
+                       [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const double* sh, double* cur) {
+                         kernels::block_adjoint_step<decltype(WC)::value>(k, blk, t, bd, a, sh, cur);
+                       });
     });
   }
 
@@ -244,9 +236,7 @@ class EmulatedBackend final : public DeviceBackend {
 
   double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
                     int s, double scale, std::int64_t* correct, double* lam, double* gW, double* gmu) override {
-    LP_REQUIRE(w >= 1, "the classifier needs a width >= 1, got " << w);
-    LP_REQUIRE(nc >= 1 && nc <= kernels::kMaxClasses,
-               "the device classifier takes 1.." << kernels::kMaxClasses << " classes, got " << nc);
+    kernels::require_classifier_shape(w, nc);
     if (s <= 0) {
       if (correct) *correct = 0;
       return 0.0;
@@ -411,6 +401,23 @@ class EmulatedBackend final : public DeviceBackend {
 
  private:
   static long long ll(std::size_t n) { return static_cast<long long>(n); }
+
+  // One block-propagation launch as the CUDA kernels run it (forward or adjoint):
+  // grid (examples, chains); each block loads its chains' start states, then per
+  // step a load phase (the layer's weights into shared memory) and a step phase.
+  template <class Load, class Step>
+  static void run_block_chains(const kernels::IntervalSteps& iv, int w, int s, int n, int shared, Load&& load,
+                               Step&& step) {
+    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), n, 1};
+    run_grid(grid, bd, shared, kernels::kMaxWidth, false, [&](Idx3 blk, Block& B) {
+      B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, w, s, iv, cur); });
+      const int steps = kernels::block_propagate_steps(blk, iv);
+      for (int k = 0; k < steps; ++k) {
+        B.phase([&](Idx3 t, double* sh, double*) { load(k, blk, t, bd, sh); });
+        B.phase([&](Idx3 t, double* sh, double* cur) { step(k, blk, t, bd, sh, cur); });
+      }
+    });
+  }
 
   // A grid-stride reduction as the CUDA backend launches it (T = 256, at most
   // kNormMaxBlocks blocks): load(block, thread, ...) fills shared memory, a tree

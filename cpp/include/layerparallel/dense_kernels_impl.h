@@ -441,6 +441,13 @@ LP_HOST_DEVICE inline void layer_gradient_entries(Idx3 block, Idx3 thread, Idx3 
 LP_HOST_DEVICE inline int classifier_shared(int nc, int threads) { return threads * (nc + 2); }
 LP_HOST_DEVICE inline int classifier_len(int w, int nc, bool grad) { return grad ? 2 + nc * w + nc : 2; }
 
+/// The classifier kernel's limits (host check before a launch): any width, at most
+/// kMaxClasses classes (per-thread logits).
+inline void require_classifier_shape(int w, int nc) {
+  LP_REQUIRE(w >= 1, "the classifier needs a width >= 1, got " << w);
+  LP_REQUIRE(nc >= 1 && nc <= kMaxClasses, "the device classifier takes 1.." << kMaxClasses << " classes, got " << nc);
+}
+
 LP_HOST_DEVICE inline void classifier_rows(Idx3 block, Idx3 thread, Idx3 block_dim, int w, int nc,
                                            const double* LP_RESTRICT Wc, const double* LP_RESTRICT mu,
                                            const double* LP_RESTRICT U, const std::int64_t* LP_RESTRICT labels,
