@@ -281,10 +281,9 @@ bool DeviceNetwork::propagate(const double* theta, const int* idx, int count, co
 
 bool DeviceNetwork::adjoint_propagate(const double* theta, const int* idx, int count, const double* in,
                                           double* const* outs, const double* const* rhs, int s,
-                                          const double* derivs) const {
-  // derivs is indexed from layer 0 here (ResNetAdjointPropagator shifts its block).
+                                          const double* derivs, int first) const {
   const Propagator::Chain c{idx, count, in, outs, rhs};
-  adjoint_propagate_chains(theta, &c, 1, s, derivs, 0);
+  adjoint_propagate_chains(theta, &c, 1, s, derivs, first);
   return true;
 }
 

@@ -363,7 +363,7 @@ bool DenseResNet::propagate(const double* theta_, const int* idx, int count, con
 
 bool DenseResNet::adjoint_propagate(const double* theta_, const int* idx, int count, const double* in,
                                     double* const* outs, const double* const* rhs, int batch_,
-                                    const double* derivs_) const {
+                                    const double* derivs_, int first) const {
   const NetworkSpec& sp = spec_;
   const int w = sp.width, N = sp.layers;
   if (w > kFusedMaxWidth) return false;
@@ -376,7 +376,7 @@ bool DenseResNet::adjoint_propagate(const double* theta_, const int* idx, int co
     for (int k = 0; k < count; ++k) {
       const int n1 = N - idx[k], n0 = N - idx[k + 1];
       dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(), nullptr,
-                          prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + n0 * sz + off);
+                          prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + (n0 - first) * sz + off);
       add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
       prev = outs[k] + off;
     }

@@ -42,9 +42,7 @@ void ResNetForwardPropagator::propagate(int level, const int* idx, int count, co
 
 void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs, const double* const* rhs) {
-  // The network indexes derivs by layer: shift the local block to layer 0.
-  const double* base = derivs_ ? derivs_ - static_cast<std::ptrdiff_t>(first_layer_) * static_cast<std::ptrdiff_t>(state_size()) : nullptr;
-  if (derivs_ == nullptr || !net_.adjoint_propagate(theta_, idx, count, in, outs, rhs, batch_, base))
+  if (derivs_ == nullptr || !net_.adjoint_propagate(theta_, idx, count, in, outs, rhs, batch_, derivs_, first_layer_))
     Propagator::propagate(level, idx, count, in, outs, rhs);
 }
 

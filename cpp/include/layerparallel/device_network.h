@@ -53,7 +53,7 @@ class DeviceNetwork : public ResidualNetwork {
   bool propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs, int s) const override;
   bool adjoint_propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
-                         const double* const* rhs, int s, const double* derivs) const override;
+                         const double* const* rhs, int s, const double* derivs, int first) const override;
   /// The serial sweeps run as a one-level ResNetMgrit on the device: these throw.
   void forward_sweep(const double* theta, const double* X, int s, double* states,
                      double* derivs = nullptr) const override;

@@ -114,9 +114,10 @@ class ResidualNetwork {
                          int) const {
     return false;
   }
-  /// The adjoint chain in reversed index k = N - n, with act'(.) of every layer in derivs.
+  /// The adjoint chain in reversed index k = N - n, with act'(.) of layers first.. in
+  /// derivs (one state each, layer n at derivs + (n - first) state_size(s)).
   virtual bool adjoint_propagate(const double*, const int*, int, const double*, double* const*,
-                                 const double* const*, int, const double*) const {
+                                 const double* const*, int, const double*, int) const {
     return false;
   }
 
@@ -191,7 +192,7 @@ class DenseResNet : public ResidualNetwork {
   bool propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs, int s) const override;
   bool adjoint_propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
-                         const double* const* rhs, int s, const double* derivs) const override;
+                         const double* const* rhs, int s, const double* derivs, int first) const override;
 
   /// Narrow widths: one parallel region per sweep, chunks of examples through all layers.
   void forward_sweep(const double* theta, const double* X, int s, double* states,
