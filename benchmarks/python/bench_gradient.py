@@ -19,13 +19,15 @@ import numpy as np
 
 from timing import median_seconds
 
-from layerparallel import _core
+from layerparallel import _core, show_config
 from layerparallel.model import Regularization, ResNet
 
 REG = Regularization(1e-7, 1e-7, 1e-7)
 
 CASES = {
     "peaks": dict(width=8, layers=32, examples=5000, features=2, classes=5, activation="smooth_relu", T=5.0),
+    "peaks_tanh": dict(width=8, layers=32, examples=5000, features=2, classes=5, activation="tanh", T=5.0),
+    "peaks_relu": dict(width=8, layers=32, examples=5000, features=2, classes=5, activation="relu", T=5.0),
     "wide": dict(width=256, layers=64, examples=4096, features=2, classes=5, activation="tanh", T=5.0),
 }
 
@@ -35,6 +37,8 @@ def torch_objective(torch, params, X, y, case):
     def act(z):
         if case["activation"] == "tanh":
             return torch.tanh(z)
+        if case["activation"] == "relu":
+            return torch.relu(z)
         eta = 0.1
         return torch.where(z >= eta, z, torch.where(z <= -eta, torch.zeros_like(z), z * z / (4 * eta) + z / 2 + eta / 4))
 
@@ -100,10 +104,11 @@ def main(argv=None):
     _core.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
+    show_config(file=sys.stdout, mpi=False)
     print(f"# {platform.processor() or platform.machine()}, threads={threads}, "
-          f"torch={getattr(torch, '__version__', None)}, blas={_core.has_blas()}")
+          f"torch={getattr(torch, '__version__', None)}")
     for name in args.cases:
-        row = run_case(name, CASES[name], args.repeats if name == "peaks" else max(5, args.repeats // 6), torch)
+        row = run_case(name, CASES[name], args.repeats if name != "wide" else max(5, args.repeats // 6), torch)
         print(json.dumps(row))
 
 

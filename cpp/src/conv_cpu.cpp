@@ -23,6 +23,7 @@ void conv_step(Activation act, const ConvShape& sh, const double* K, const doubl
         if (deriv) {
           // act and act' from one evaluation (one tanh, not two).
           conv_preact_example(sh, K, bias, in + o, z.data());
+          LP_SIMD
           for (std::size_t k = 0; k < n; ++k) {
             double f, d;
             Act::fdf(z[k], f, d);

@@ -61,6 +61,7 @@ void ConvResNet::opening(const double* theta, const double* X, int s, double* U0
         for (int p = 0; p < P; ++p) xs[p] = X[static_cast<std::size_t>(i) * P + p] / 255.0;
         double* u = U0 + static_cast<std::size_t>(i) * sh.size();
         conv_preact_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, Ko, bo, xs.data(), u);
+        LP_SIMD
         for (int k = 0; k < sh.size(); ++k) u[k] = Act::f(u[k]);
       }
     });
@@ -86,6 +87,7 @@ void ConvResNet::opening_gradient(const double* theta, const double* X, const do
         for (int p = 0; p < P; ++p) xs[p] = X[static_cast<std::size_t>(i) * P + p] / 255.0;
         conv_preact_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, Ko, bo, xs.data(), d.data());
         const double* l = lam0 + static_cast<std::size_t>(i) * n;
+        LP_SIMD
         for (int k = 0; k < n; ++k) d[k] = Act::df(d[k]) * l[k];
         conv_gradient_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, 1.0, d.data(), xs.data(), pg, pg + wlen);
       }

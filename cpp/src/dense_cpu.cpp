@@ -13,9 +13,7 @@
 #include "layerparallel/dense_impl.h"
 #include "layerparallel/macros.h"
 
-#if defined(LP_WITH_BLAS)
-#include <cblas.h>
-#endif
+#include "layerparallel/blas.h"
 
 namespace layerparallel {
 
@@ -52,7 +50,7 @@ void reduce_chunks(const std::vector<double>& partial, int chunks, int len, doub
 void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
           const double* B, int ldb, double beta, double* C, int ldc) {
 #if defined(LP_WITH_BLAS)
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
+  LP_BLAS(cblas_dgemm)(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
               alpha, A, lda, B, ldb, beta, C, ldc);
 #else
   // Fallback for builds without BLAS: correct, cache-unfriendly only for transposed A.
@@ -74,6 +72,59 @@ void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, 
 #endif
 }
 
+// Examples whose activations one vectorised pass evaluates in the narrow kernels.
+constexpr int kActBatch = 8;
+
+// Batching pays off where the activation is a long dependent chain (tanh) and the
+// width is known at compile time; ReLU and the smooth ReLU are a few selects.
+template <class Act, int W>
+constexpr bool batch_activation() {
+  return W > 0 && std::is_same<Act, TanhAct>::value;
+}
+
+// lam = lam_next + dt K^T d for one example (the second half of
+// dense_adjoint_example, with d already formed).
+template <int W>
+inline void dense_adjoint_from_d(const double* LP_RESTRICT K, double dt, const double* LP_RESTRICT d,
+                                 const double* LP_RESTRICT lam_next, double* LP_RESTRICT lam) {
+  dense_transpose_add<W>(W, K, dt, d, lam_next, lam);
+}
+
+// Examples per block of the narrow adjoint-and-gradient kernel.
+constexpr int kGradBatch = 32;
+
+// acc += gscale * D^T U and gb += gscale * sum(D) over nb examples (rows of D, U),
+// W known at compile time. The W x W accumulator is taken R rows at a time so that
+// those rows stay in vector registers while the examples stream past; every entry
+// adds its examples in order, exactly as dense_gradient_example one by one.
+template <int W>
+inline void dense_gradient_rows(int nb, double gscale, const double* LP_RESTRICT D, const double* LP_RESTRICT U,
+                                double* LP_RESTRICT acc, double& gb) {
+  constexpr int R = W >= 32 ? 1 : (W >= 16 ? 2 : (W >= 8 ? 4 : W));
+  // gscale * D as vectors first; the loop below broadcasts its entries from memory.
+  double ds[kGradBatch * W];
+  LP_SIMD
+  for (int k = 0; k < nb * W; ++k) ds[k] = gscale * D[k];
+  for (int r0 = 0; r0 < W; r0 += R) {
+    double a[R * W];
+    for (int k = 0; k < R * W; ++k) a[k] = acc[r0 * W + k];
+    for (int i = 0; i < nb; ++i) {
+      const double* ui = U + i * W;
+      const double* di = ds + i * W + r0;
+      for (int r = 0; r < R; ++r) {
+        const double dr = di[r];
+        for (int c = 0; c < W; ++c) a[r * W + c] += dr * ui[c];
+      }
+    }
+    for (int k = 0; k < R * W; ++k) acc[r0 * W + k] = a[k];
+  }
+  for (int i = 0; i < nb; ++i) {
+    double sd = 0.0;
+    for (int r = 0; r < W; ++r) sd += ds[i * W + r];
+    gb += sd;
+  }
+}
+
 // Scratch that lives per thread, so concurrent interval relaxations never share it.
 double* scratch(std::size_t n, int slot) {
   thread_local std::vector<double> buf[2];
@@ -90,7 +141,21 @@ void dense_step_block(Activation act, int w, const double* Kt, double b, double 
     using Act = decltype(A);
     with_width(w, [&](auto WC) {
       constexpr int W = decltype(WC)::value;
-      for (int i = 0; i < s; ++i)
+      int i = 0;
+      if constexpr (batch_activation<Act, W>()) {
+        // kActBatch examples' pre-activations first, then one vectorised tanh over
+        // all of them: independent SIMD lanes instead of one latency-bound chain
+        // per example. The same operations per entry as dense_step_example.
+        double z[kActBatch * W];
+        for (; i + kActBatch <= s; i += kActBatch) {
+          const double* ui = in + static_cast<std::size_t>(i) * W;
+          double* oi = out + static_cast<std::size_t>(i) * W;
+          for (int e = 0; e < kActBatch; ++e) dense_preact_example<W>(W, Kt, b, ui + e * W, z + e * W);
+          LP_SIMD
+          for (int k = 0; k < kActBatch * W; ++k) oi[k] = ui[k] + dt * Act::f(z[k]);
+        }
+      }
+      for (; i < s; ++i)
         dense_step_example<Act, W>(w, Kt, b, dt, in + static_cast<std::size_t>(i) * w,
                                    out + static_cast<std::size_t>(i) * w);
     });
@@ -109,18 +174,41 @@ void dense_adjoint_block(Activation act, int w, const double* K, const double* K
       // version ran at half the speed of the forward step).
       double d[kFusedMaxWidth];
       if (gK) {
-        // A local accumulator the compiler can keep in registers for narrow widths.
         double acc[kFusedMaxWidth * kFusedMaxWidth] = {};
-        double scratch_lam[kFusedMaxWidth];
         double gbl = 0.0;
-        for (int i = 0; i < s; ++i) {
-          const std::size_t o = static_cast<std::size_t>(i) * w;
-          double* li = lam ? lam + o : scratch_lam;
-          if (deriv)
-            dense_adjoint_deriv_example<W>(w, K, dt, deriv + o, lam_next + o, d, li);
-          else
-            dense_adjoint_example<Act, W>(w, K, Kt, b, dt, u + o, lam_next + o, d, li);
-          dense_gradient_example<W>(w, gscale, d, u + o, acc, gbl);
+        if constexpr (W > 0) {
+          // Blocks of kGradBatch examples: first d (and lam) of every example of the
+          // block, then the block's outer products d u^T added row group by row group
+          // with the accumulators in registers (dense_gradient_rows). Each gradient
+          // entry still sums its examples in order: the same result as one example
+          // at a time, at a quarter of the time.
+          double db[kGradBatch * W];
+          for (int i0 = 0; i0 < s; i0 += kGradBatch) {
+            const int nb = std::min(kGradBatch, s - i0);
+            const std::size_t o = static_cast<std::size_t>(i0) * W;
+            if (deriv) {
+              LP_SIMD
+              for (int k = 0; k < nb * W; ++k) db[k] = deriv[o + k] * lam_next[o + k];
+            } else {
+              for (int e = 0; e < nb; ++e) dense_preact_example<W>(W, Kt, b, u + o + e * W, db + e * W);
+              LP_SIMD
+              for (int k = 0; k < nb * W; ++k) db[k] = Act::df(db[k]) * lam_next[o + k];
+            }
+            if (lam)
+              for (int e = 0; e < nb; ++e) dense_adjoint_from_d<W>(K, dt, db + e * W, lam_next + o + e * W, lam + o + e * W);
+            dense_gradient_rows<W>(nb, gscale, db, u + o, acc, gbl);
+          }
+        } else {
+          double scratch_lam[kFusedMaxWidth];
+          for (int i = 0; i < s; ++i) {
+            const std::size_t o = static_cast<std::size_t>(i) * w;
+            double* li = lam ? lam + o : scratch_lam;
+            if (deriv)
+              dense_adjoint_deriv_example<W>(w, K, dt, deriv + o, lam_next + o, d, li);
+            else
+              dense_adjoint_example<Act, W>(w, K, Kt, b, dt, u + o, lam_next + o, d, li);
+            dense_gradient_example<W>(w, gscale, d, u + o, acc, gbl);
+          }
         }
         for (int k = 0; k < w * w; ++k) gK[k] += acc[k];
         *gb += gbl;
@@ -130,7 +218,19 @@ void dense_adjoint_block(Activation act, int w, const double* K, const double* K
           dense_adjoint_deriv_example<W>(w, K, dt, deriv + o, lam_next + o, d, lam + o);
         }
       } else {
-        for (int i = 0; i < s; ++i) {
+        int i = 0;
+        if constexpr (batch_activation<Act, W>()) {
+          double db[kActBatch * W];
+          for (; i + kActBatch <= s; i += kActBatch) {
+            const std::size_t o = static_cast<std::size_t>(i) * W;
+            for (int e = 0; e < kActBatch; ++e) dense_preact_example<W>(W, Kt, b, u + o + e * W, db + e * W);
+            LP_SIMD
+            for (int k = 0; k < kActBatch * W; ++k) db[k] = Act::df(db[k]) * lam_next[o + k];
+            for (int e = 0; e < kActBatch; ++e)
+              dense_adjoint_from_d<W>(K, dt, db + e * W, lam_next + o + e * W, lam + o + e * W);
+          }
+        }
+        for (; i < s; ++i) {
           const std::size_t o = static_cast<std::size_t>(i) * w;
           dense_adjoint_example<Act, W>(w, K, Kt, b, dt, u + o, lam_next + o, d, lam + o);
         }
@@ -166,7 +266,7 @@ void dense_activation_deriv(Activation act, int w, const double* K, double b, co
   gemm(false, true, s, w, w, 1.0, u, w, K, w, 0.0, deriv, w);
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for simd schedule(static) if (n > 16384)
     for (std::size_t k = 0; k < n; ++k) deriv[k] = Act::df(deriv[k] + b);
   });
 }
@@ -188,12 +288,17 @@ void dense_step(Activation act, int w, const double* K, double b, double dt, con
   gemm(false, true, s, w, w, 1.0, in, w, K, w, 0.0, Z, w);
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
-#pragma omp parallel for schedule(static) if (n > 16384)
-    for (std::size_t k = 0; k < n; ++k) {
-      double f, d;
-      Act::fdf(Z[k] + b, f, d);
-      out[k] = in[k] + dt * f;
-      if (deriv) deriv[k] = d;
+    if (deriv) {
+#pragma omp parallel for simd schedule(static) if (n > 16384)
+      for (std::size_t k = 0; k < n; ++k) {
+        double f, d;
+        Act::fdf(Z[k] + b, f, d);
+        out[k] = in[k] + dt * f;
+        deriv[k] = d;
+      }
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > 16384)
+      for (std::size_t k = 0; k < n; ++k) out[k] = in[k] + dt * Act::f(Z[k] + b);
     }
   });
 }
@@ -231,7 +336,7 @@ void dense_adjoint_step(Activation act, int w, const double* K, double b, double
     gemm(false, true, s, w, w, 1.0, u, w, K, w, 0.0, D, w);
     with_activation(act, [&](auto A) {
       using Act = decltype(A);
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for simd schedule(static) if (n > 16384)
       for (std::size_t k = 0; k < n; ++k) D[k] = Act::df(D[k] + b) * lam_next[k];
     });
   } else {
@@ -265,6 +370,19 @@ void dense_layer_gradient(Activation act, int w, const double* K, double b, cons
                           const double* deriv) {
   // The adjoint kernel without the adjoint update (lam = nullptr).
   dense_adjoint_step(act, w, K, b, 0.0, u, lam_next, nullptr, s, deriv, gK, gb, gscale);
+}
+
+void activation_apply(Activation act, const double* x, double* f, double* df, std::size_t n) {
+  with_activation(act, [&](auto A) {
+    using Act = decltype(A);
+    if (df) {
+      LP_SIMD
+      for (std::size_t k = 0; k < n; ++k) Act::fdf(x[k], f[k], df[k]);
+    } else {
+      LP_SIMD
+      for (std::size_t k = 0; k < n; ++k) f[k] = Act::f(x[k]);
+    }
+  });
 }
 
 // ------------------------------------------------------------------ openings

@@ -13,6 +13,7 @@
 #include "layerparallel/cuda.h"
 #include "layerparallel/conv_network.h"
 #include "layerparallel/network.h"
+#include "layerparallel/build_info.h"
 #include "layerparallel/threading.h"
 
 namespace py = pybind11;
@@ -61,6 +62,20 @@ void bind_network(py::module_& m) {
     return false;
 #endif
   });
+  m.def("build_info", []() {
+    const BuildInfo b = build_info();
+    py::dict d;
+    d["blas"] = b.blas;
+    d["blas_config"] = b.blas_config;
+    d["blas_threads"] = b.blas_threads;
+    d["simd"] = b.simd;
+    d["simd_doubles"] = b.simd_doubles;
+    d["vector_math"] = b.vector_math;
+    d["openmp_version"] = b.openmp_version;
+    d["openmp_threads"] = b.openmp_threads;
+    d["compiler"] = b.compiler;
+    return d;
+  }, "What the compiled core was built with: BLAS (and its threads), SIMD, vector math, OpenMP, compiler.");
   m.def("built_with_cuda", []() {
 #if defined(LP_WITH_CUDA)
     return true;

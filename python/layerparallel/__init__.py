@@ -21,6 +21,31 @@ if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
 
 __version__ = "0.1.0"
 
+
+def _preload_openblas() -> None:
+    """Loads the scipy-openblas32 wheel's library when the compiled core needs it and
+    cannot find it through its run path (the wheel installed in another site-packages
+    than this package, e.g. a virtual environment over the system's packages)."""
+    try:
+        import importlib.util
+        if importlib.util.find_spec(f"{__name__}._core") is None:
+            return
+        import ctypes
+        import scipy_openblas32
+    except ImportError:
+        return
+    lib = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    if os.path.exists(lib):
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+
+
+try:
+    from . import _core  # noqa: F401
+except ImportError as _exc:  # pragma: no cover - depends on the installation
+    if "scipy_openblas" in str(_exc):
+        _preload_openblas()
+    del _exc
+
 # Names resolved on first use, so that the pure-Python modules (config, data,
 # optim) import without the compiled core (useful while building it).
 _LAZY = {
@@ -40,6 +65,8 @@ _LAZY = {
     "set_num_threads": "_core",
     "num_threads": "_core",
     "cuda_available": "device",
+    "show_config": "info",
+    "config_info": "info",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

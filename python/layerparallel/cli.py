@@ -1,4 +1,4 @@
-"""The ``layerparallel`` command: train, evaluate, gradcheck.
+"""The ``layerparallel`` command: train, evaluate, gradcheck, info.
 
 Bad input (config, data, parameter files) ends with one line on stderr and
 exit status 2; results are written atomically.
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="losses and accuracies of a parameter file (JSON on stdout)")
     common(e)
     e.add_argument("--params", required=True, help="parameter file (.npz) written by train")
+
+    i = sub.add_parser("info", help="version, BLAS, SIMD and vector math, OpenMP, MPI and CUDA of this installation")
+    i.add_argument("--json", action="store_true", help="one JSON object instead of lines")
 
     g = sub.add_parser("gradcheck", help="compare the gradient with central finite differences")
     common(g)
@@ -226,8 +229,16 @@ def _world() -> Any:
     return world()
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import show_config
+    show_config(as_json=args.json)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "info":
+        return cmd_info(args)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck}
     from .parallel import abort_on_error
 

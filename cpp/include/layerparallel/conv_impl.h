@@ -66,6 +66,7 @@ LP_HOST_DEVICE inline void conv_step_example(const ConvShape& sh, const double* 
                                              double* LP_RESTRICT z) {
   conv_preact_example(sh, K, bias, u, z);
   const int n = sh.size();
+  LP_SIMD
   for (int i = 0; i < n; ++i) out[i] = u[i] + dt * Act::f(z[i]);
 }
 
@@ -110,6 +111,7 @@ LP_HOST_DEVICE inline void conv_adjoint_example(const ConvShape& sh, const doubl
     for (int i = 0; i < n; ++i) d[i] = deriv[i] * lam_next[i];
   } else {
     conv_preact_example(sh, K, bias, u, z);
+    LP_SIMD
     for (int i = 0; i < n; ++i) d[i] = Act::df(z[i]) * lam_next[i];
   }
   for (int i = 0; i < n; ++i) lam[i] = lam_next[i];

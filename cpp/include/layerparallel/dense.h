@@ -3,6 +3,7 @@
 // (dense_impl.h); wide ones a BLAS GEMM with a fused epilogue.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "layerparallel/activation_impl.h"
@@ -69,6 +70,10 @@ void dense_deriv_block(Activation act, int w, const double* Kt, double b, const 
 /// primal state, computed once and reused by every adjoint step through that layer.
 void dense_activation_deriv(Activation act, int w, const double* K, double b, const double* u, double* deriv,
                             int s);
+
+/// f[k] = act(x[k]) and, when df != nullptr, df[k] = act'(x[k]): the vectorised
+/// loop the CPU kernels use (vector_math.h), for tests and benchmarks.
+void activation_apply(Activation act, const double* x, double* f, double* df, std::size_t n);
 
 /// Softmax cross-entropy of the classifier z = U Wc^T + mu over a batch.
 /// Returns the summed loss; `correct` counts argmax hits. With `scale` the

@@ -26,6 +26,16 @@
 #define LP_SIMD_SUM(var)
 #endif
 
+/// For the small functions of hot loops (activations): a call left out of line
+/// stops the loop around it from vectorising.
+#if defined(__CUDACC__)
+#define LP_ALWAYS_INLINE __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define LP_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LP_ALWAYS_INLINE inline
+#endif
+
 #if defined(__CUDACC__) || defined(__GNUC__) || defined(__clang__)
 #define LP_RESTRICT __restrict__
 #else
