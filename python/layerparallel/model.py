@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +21,9 @@ import numpy as np
 
 from . import _core
 from .io import atomic_path
+
+#: Widths above this run BLAS GEMMs in the compiled core (kFusedMaxWidth in dense.h).
+WIDE = 32
 
 __all__ = ["Network", "ResNet", "ConvResNet", "Evaluation", "Regularization", "PARAM_KEYS", "CONV_PARAM_KEYS",
            "load_model"]
@@ -239,6 +243,10 @@ class ResNet(Network):
         _require_integers(n_features=n_features, n_classes=n_classes, width=width, layers=layers)
         net = _core.DenseResNet(int(n_features), int(n_classes), int(width), int(layers), float(T),
                                 str(activation), str(opening))
+        if int(width) > WIDE and not _core.has_blas():
+            warnings.warn(f"layerparallel was built without BLAS: this width-{int(width)} network's layers run "
+                          "built-in loops, about 10x slower (reinstall with `pip install .`, which brings "
+                          "OpenBLAS from PyPI; `layerparallel info` shows the build)", RuntimeWarning, stacklevel=2)
         self._setup(net, regularization, theta, seed, _block_scales(init_opening, init_hidden, init_classifier), init)
 
     width = property(lambda self: self._net.width)

@@ -51,14 +51,19 @@ struct ReluAct {
 };
 
 struct SmoothReluAct {
+  // Products with the reciprocals 1 / (4 eta) = 2.5 and 1 / (2 eta) = 5 (both exact)
+  // instead of divisions: within an ulp of x^2 / (4 eta), and a vector division costs
+  // as much as the rest of a width-8 step.
+  static constexpr double kInv4Eta = 1.0 / (4.0 * kSmoothReluEta);
+  static constexpr double kInv2Eta = 1.0 / (2.0 * kSmoothReluEta);
   LP_HOST_DEVICE LP_ALWAYS_INLINE static double f(double x) {
     constexpr double eta = kSmoothReluEta;
-    const double q = x * x / (4.0 * eta) + 0.5 * x + 0.25 * eta;
+    const double q = x * x * kInv4Eta + 0.5 * x + 0.25 * eta;
     return x >= eta ? x : (x <= -eta ? 0.0 : q);
   }
   LP_HOST_DEVICE LP_ALWAYS_INLINE static double df(double x) {
     constexpr double eta = kSmoothReluEta;
-    const double q = x / (2.0 * eta) + 0.5;
+    const double q = x * kInv2Eta + 0.5;
     return x >= eta ? 1.0 : (x <= -eta ? 0.0 : q);
   }
   LP_HOST_DEVICE LP_ALWAYS_INLINE static void fdf(double x, double& f, double& d) {
