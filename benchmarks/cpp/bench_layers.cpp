@@ -1,13 +1,23 @@
 // Google Benchmark of the dense layer kernels: forward step, adjoint step and
 // parameter gradient, narrow (fused loops) and wide (BLAS) widths, 1 and 2
 // threads, plus a whole serial gradient evaluation. Reports GFLOP/s.
+// BM_Tanh compares three ways to evaluate tanh over an array: libm's scalar tanh,
+// glibc's vector math library libmvec (when the build found it) and the engine's
+// vectorised tanh (vector_math.h, through activation_apply).
 //
 //   cmake -S . -B build/bench -DLP_BENCHMARKS=ON -DLP_PYTHON=OFF && cmake --build build/bench -j2
 //   build/bench/lp_bench_layers
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <random>
 #include <vector>
+
+#if defined(LP_BENCH_LIBMVEC) && defined(__AVX2__)
+#include <immintrin.h>
+// glibc >= 2.35: the AVX2 variant of tanh in libmvec (x86-64 vector function ABI).
+extern "C" __m256d _ZGVdN4v_tanh(__m256d);
+#endif
 
 #include "layerparallel/dense.h"
 #include "layerparallel/network.h"
@@ -127,6 +137,36 @@ void BM_LayerGradientDeriv(benchmark::State& st) {
   }
 }
 
+// tanh over 4096 values in [-4, 4]; argument: 0 libm scalar, 1 libmvec (AVX2), 2 ours.
+void BM_Tanh(benchmark::State& st) {
+  const int variant = static_cast<int>(st.range(0));
+  const std::size_t n = 4096;
+  auto x = random_vector(n, 4.0, 9);
+  std::vector<double> y(n);
+  if (variant == 1) {
+#if defined(LP_BENCH_LIBMVEC) && defined(__AVX2__)
+    for (auto _ : st) {
+      for (std::size_t k = 0; k < n; k += 4) _mm256_storeu_pd(y.data() + k, _ZGVdN4v_tanh(_mm256_loadu_pd(x.data() + k)));
+      benchmark::DoNotOptimize(y.data());
+    }
+#else
+    st.SkipWithError("built without libmvec or AVX2");
+    return;
+#endif
+  } else if (variant == 0) {
+    for (auto _ : st) {
+      for (std::size_t k = 0; k < n; ++k) y[k] = std::tanh(x[k]);
+      benchmark::DoNotOptimize(y.data());
+    }
+  } else {
+    for (auto _ : st) {
+      activation_apply(Activation::Tanh, x.data(), y.data(), nullptr, n);
+      benchmark::DoNotOptimize(y.data());
+    }
+  }
+  st.counters["values/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // A whole objective + gradient of a network: arguments width, layers, examples, threads.
 void BM_NetworkGradient(benchmark::State& st) {
   NetworkSpec spec;
@@ -159,6 +199,7 @@ void BM_NetworkGradient(benchmark::State& st) {
 BENCHMARK(BM_ForwardStep)->ArgsProduct({{8, 256}, {4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AdjointStepWithGradient)->ArgsProduct({{8, 256}, {4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_LayerGradient)->ArgsProduct({{8, 256}, {4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Tanh)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ForwardStepAct)->ArgsProduct({{8}, {5000}, {1}, {0, 1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ActivationDeriv)->ArgsProduct({{8}, {5000}, {1}, {0, 1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AdjointStepDeriv)->ArgsProduct({{8}, {5000}, {1}})->UseRealTime()->Unit(benchmark::kMicrosecond);
