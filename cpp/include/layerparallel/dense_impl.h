@@ -40,31 +40,28 @@ LP_HOST_DEVICE inline void dense_step_example(int wr, const double* LP_RESTRICT 
   for (int r = 0; r < w; ++r) out[r] = u[r] + dt * Act::f(out[r]);
 }
 
-/// lam = lam_next + dt K^T d for one example. dt d is formed as a vector first (its
-/// entries are then broadcast from memory: no scalar multiply and lane shuffle per
-/// row); the products are the same as dt * d[r] one row at a time.
+/// lam = lam_next + dt K^T d for one example (w <= 32, as every caller's scratch).
+/// On the host dt d is formed as a vector first and its entries are then broadcast
+/// from memory (no scalar multiply and lane shuffle per row); the products are the
+/// same as dt * d[r] one row at a time, which a device thread computes directly.
 template <int W>
 LP_HOST_DEVICE LP_ALWAYS_INLINE void dense_transpose_add(int wr, const double* LP_RESTRICT K, double dt,
                                                          const double* LP_RESTRICT d,
                                                          const double* LP_RESTRICT lam_next,
                                                          double* LP_RESTRICT lam) {
   const int w = width_of<W>(wr);
-  constexpr int kMax = W > 0 ? W : 32;
-  if (W > 0 || w <= kMax) {
-    double dd[kMax];
-    LP_SIMD
-    for (int r = 0; r < w; ++r) dd[r] = dt * d[r];
-    for (int c = 0; c < w; ++c) lam[c] = lam_next[c];
-    for (int r = 0; r < w; ++r) {
-      const double dr = dd[r];
-      const double* Kr = K + r * w;
-      for (int c = 0; c < w; ++c) lam[c] += Kr[c] * dr;
-    }
-    return;
-  }
+#if !defined(__CUDA_ARCH__)
+  double dd[W > 0 ? W : 32];
+  LP_SIMD
+  for (int r = 0; r < w; ++r) dd[r] = dt * d[r];
+#endif
   for (int c = 0; c < w; ++c) lam[c] = lam_next[c];
   for (int r = 0; r < w; ++r) {
+#if defined(__CUDA_ARCH__)
     const double dr = dt * d[r];
+#else
+    const double dr = dd[r];
+#endif
     const double* Kr = K + r * w;
     for (int c = 0; c < w; ++c) lam[c] += Kr[c] * dr;
   }
