@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
 from timing import median_seconds
 
-from layerparallel import _core
+from layerparallel import _core, show_config
 from layerparallel.model import ConvResNet, Regularization
 
 REG = Regularization(1e-7, 1e-7, 1e-7)
@@ -27,6 +28,7 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--examples", type=int, default=1000)
     args = ap.parse_args(argv)
+    show_config(file=sys.stdout, mpi=False, prefix="# ")
     threads = args.threads or _core.max_threads()
     _core.set_num_threads(threads)
     C, H, W, N, s = 4, 28, 28, args.layers, args.examples

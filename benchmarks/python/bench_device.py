@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from layerparallel import _core
+from layerparallel import _core, show_config
 from layerparallel.config import load_config
 from layerparallel.data import load_dataset
 from layerparallel.device import cuda_available
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=5000)
     ap.add_argument("--iterations", type=int, default=10, help="training iterations timed per device")
     args = ap.parse_args()
+    show_config(file=sys.stdout, mpi=False, prefix="# ")
     devices = ["cpu"] + (["cuda"] if cuda_available() else [])
     out = {"cuda": _core.cuda_status(), "cases": {}}
     if not cuda_available():

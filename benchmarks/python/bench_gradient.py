@@ -104,7 +104,7 @@ def main(argv=None):
     _core.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
-    show_config(file=sys.stdout, mpi=False)
+    show_config(file=sys.stdout, mpi=False, prefix="# ")
     print(f"# {platform.processor() or platform.machine()}, threads={threads}, "
           f"torch={getattr(torch, '__version__', None)}")
     for name in args.cases:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from timing import median_seconds
 
-from layerparallel import _core
+from layerparallel import _core, show_config
 from layerparallel.config import load_config, relax_levels
 from layerparallel.data import generate_peaks, load_dataset
 from layerparallel.model import Regularization, ResNet
@@ -126,6 +127,7 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=100, help="training iterations for part 4")
     ap.add_argument("--config", default=str(ROOT / "examples" / "peaks.toml"))
     args = ap.parse_args(argv)
+    show_config(file=sys.stdout, mpi=False, prefix="# ")
     data = generate_peaks(5000, 200, seed=0)
     for row in cost_rows(args.repeats, data):
         print(json.dumps(row))

@@ -45,8 +45,6 @@ all of them).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import platform
@@ -294,13 +292,7 @@ def print_config(torch) -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
           f"layerparallel {layerparallel.__version__}, blas={_core.has_blas()}")
-    if hasattr(layerparallel, "show_config"):
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            shown = layerparallel.show_config()
-        text = buf.getvalue() + ("" if shown is None else str(shown))
-        for line in text.rstrip().splitlines():
-            print(f"# {line}")
+    layerparallel.show_config(file=sys.stdout, prefix="# ")
 
 
 def main(argv=None) -> None:

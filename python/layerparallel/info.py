@@ -69,15 +69,16 @@ def config_info(mpi: bool = True) -> dict[str, Any]:
     return info
 
 
-def show_config(file: Optional[TextIO] = None, as_json: bool = False, mpi: bool = True) -> None:
-    """Prints the configuration (one ``key: value`` per line, or one JSON object)."""
+def show_config(file: Optional[TextIO] = None, as_json: bool = False, mpi: bool = True, prefix: str = "") -> None:
+    """Prints the configuration (one ``key: value`` per line, or one JSON object), each
+    line after ``prefix`` (benchmarks print it as ``# `` comment lines)."""
     info = config_info(mpi=mpi)
     out = file or sys.stdout
     if as_json:
-        out.write(json.dumps(info) + "\n")
+        out.write(prefix + json.dumps(info) + "\n")
         return
     if info["blas"] == "none":
         info["blas"] = "none: wide layers (width > 32) run built-in loops, about 10x slower"
     width = max(len(k) for k in info)
     for key, value in info.items():
-        out.write(f"{key + ':':<{width + 1}} {value}\n")
+        out.write(f"{prefix}{key + ':':<{width + 1}} {value}\n")

@@ -1,7 +1,10 @@
 // The input sweep and ulp measure shared by the vector-math tests.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <random>
 #include <vector>
@@ -52,6 +55,16 @@ double max_tanh_ulps(const std::vector<double>& xs, double* worst_x) {
     }
   }
   return worst;
+}
+
+/// Expects tanh_vec<Fused> within `bound` ulps over the sweep and prints the maximum.
+template <bool Fused>
+void expect_tanh_within(double bound, const char* label) {
+  const auto xs = sweep();
+  double at = 0.0;
+  const double worst = max_tanh_ulps<Fused>(xs, &at);
+  EXPECT_LE(worst, bound) << "at x = " << at;
+  std::printf("tanh_vec (%s): max %.3f ulp over %zu inputs (at %.17g)\n", label, worst, xs.size(), at);
 }
 
 }  // namespace
