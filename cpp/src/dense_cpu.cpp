@@ -136,12 +136,29 @@ double* scratch(std::size_t n, int slot) {
 
 // ------------------------------------------------------------------ narrow blocks (serial)
 void dense_step_block(Activation act, int w, const double* Kt, double b, double dt, const double* in,
-                      double* out, int s) {
+                      double* out, int s, double* deriv) {
   with_activation(act, [&](auto A) {
     using Act = decltype(A);
     with_width(w, [&](auto WC) {
       constexpr int W = decltype(WC)::value;
       int i = 0;
+      if (deriv) {
+        // The step and act'(.) (the values of dense_deriv_block) from one evaluation
+        // of the activation.
+        double z[kFusedMaxWidth] = {};
+        for (; i < s; ++i) {
+          const std::size_t o = static_cast<std::size_t>(i) * w;
+          dense_preact_example<W>(w, Kt, b, in + o, z);
+          LP_SIMD
+          for (int r = 0; r < w; ++r) {
+            double f, d;
+            Act::fdf(z[r], f, d);
+            out[o + r] = in[o + r] + dt * f;
+            deriv[o + r] = d;
+          }
+        }
+        return;
+      }
       if constexpr (batch_activation<Act, W>()) {
         // kActBatch examples' pre-activations first, then one vectorised tanh over
         // all of them: independent SIMD lanes instead of one latency-bound chain

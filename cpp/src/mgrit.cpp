@@ -767,7 +767,7 @@ void Mgrit::vcycle(int level, bool need_pred) {
   }
   vcycle(level + 1, false);
   correct(level);
-  fsweep(level, need_pred, false);
+  final_fsweep(level, need_pred);
 }
 
 // F-cycle: relax, restrict, F-cycle below, V-cycle below, correct. The
@@ -787,7 +787,22 @@ void Mgrit::fcycle(int level) {
   fcycle(level + 1);
   if (!hier_.is_coarsest(level + 1)) vcycle(level + 1, false);
   correct(level);
-  fsweep(level, true, false);
+  final_fsweep(level, true);
+}
+
+// The F-interpolation that ends a cycle on `level`; on the finest level of the
+// last cycle of a fixed budget it is the final sweep (Propagator::final_sweep),
+// when it steps onto every C-point too (with_pred) and nothing follows it.
+void Mgrit::final_fsweep(int level, bool with_pred) {
+  const bool last = level == 0 && last_cycle_ && with_pred;
+  if (last) prop_.final_sweep(true);
+  try {
+    fsweep(level, with_pred, false);
+  } catch (...) {
+    if (last) prop_.final_sweep(false);
+    throw;
+  }
+  if (last) prop_.final_sweep(false);
 }
 
 double Mgrit::residual_norm_from_pred() {
@@ -898,7 +913,16 @@ void Mgrit::iterate(int k, bool defer_norms) {
   deferring_ = defer_norms && norms_;
   pending_.clear();
   begin_call();
-  for (int i = 0; i < k; ++i) run_cycle();
+  for (int i = 0; i < k; ++i) {
+    last_cycle_ = i == k - 1;
+    try {
+      run_cycle();
+    } catch (...) {
+      last_cycle_ = false;
+      throw;
+    }
+  }
+  last_cycle_ = false;
   norms_pending_ = deferring_;
   deferring_ = false;
 }

@@ -384,4 +384,79 @@ bool DenseResNet::adjoint_propagate(const double* theta_, const int* idx, int co
   return true;
 }
 
+bool DenseResNet::propagate_derivs(const double* theta_, const int* idx, int count, const double* in,
+                                   double* const* outs, int batch_, double* derivs_, int first) const {
+  const NetworkSpec& sp = spec_;
+  const int w = sp.width;
+  if (w > kFusedMaxWidth) return false;
+  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const std::size_t sz = state_size(batch_);
+  const ParamLayout& L = layout_;
+  std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
+  for (int k = 0; k < count; ++k) {
+    LP_CHECK(idx[k + 1] == idx[k] + 1, "propagate_derivs: finest-level (unit) steps only");
+    transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
+  }
+  for_each_chunk(batch_, [&](int r0, int rows) {
+    const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const double* prev = in + off;
+    for (int k = 0; k < count; ++k) {
+      const int n = idx[k];
+      dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + n], sp.h(), prev, outs[k] + off,
+                       rows, derivs_ + static_cast<std::size_t>(n - first) * sz + off);
+      prev = outs[k] + off;
+    }
+  });
+  return true;
+}
+
+std::size_t DenseResNet::grad_slot_size() const {
+  return spec_.width > kFusedMaxWidth ? 0 : static_cast<std::size_t>(spec_.width) * spec_.width + 1;
+}
+
+bool DenseResNet::adjoint_propagate_gradient(const double* theta_, const int* idx, int count, const double* in,
+                                             double* const* outs, int batch_, const double* derivs_, int first,
+                                             const double* const* states, double* slots) const {
+  const NetworkSpec& sp = spec_;
+  const int w = sp.width, N = sp.layers;
+  if (w > kFusedMaxWidth) return false;
+  const std::size_t ww = static_cast<std::size_t>(w) * w, slot = ww + 1;
+  const std::size_t sz = state_size(batch_);
+  const ParamLayout& L = layout_;
+  for (int k = 0; k < count; ++k) LP_CHECK(idx[k + 1] == idx[k] + 1, "adjoint_propagate_gradient: unit steps only");
+  for_each_chunk(batch_, [&](int r0, int rows) {
+    const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const std::size_t c = static_cast<std::size_t>(r0 / kReduceChunk);
+    const double* prev = in + off;
+    for (int k = 0; k < count; ++k) {
+      const int n0 = N - idx[k + 1];
+      double* g = slots + (c * N + n0) * slot;
+      std::fill(g, g + slot, 0.0);
+      // layer_gradient's partial sum of this chunk, and the adjoint step from the same d.
+      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, sp.h(), states[n0] + off,
+                          prev, outs[k] + off, rows, g, g + ww, sp.h(),
+                          derivs_ + static_cast<std::size_t>(n0 - first) * sz + off);
+      prev = outs[k] + off;
+    }
+  });
+  return true;
+}
+
+void DenseResNet::reduce_gradient_slots(const double* slots, int a, int b, int s, double* grad) const {
+  const int w = spec_.width, N = spec_.layers;
+  const std::size_t ww = static_cast<std::size_t>(w) * w, slot = ww + 1;
+  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+  std::vector<double> sum(slot);
+  for (int n = a; n < b; ++n) {
+    std::fill(sum.begin(), sum.end(), 0.0);
+    for (int c = 0; c < chunks; ++c) {
+      const double* g = slots + (static_cast<std::size_t>(c) * N + n) * slot;
+      for (std::size_t k = 0; k < slot; ++k) sum[k] += g[k];
+    }
+    double* gK = grad + layout_.weights + n * ww;
+    for (std::size_t k = 0; k < ww; ++k) gK[k] += sum[k];
+    grad[layout_.biases + n] += sum[ww];
+  }
+}
+
 }  // namespace layerparallel

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "layerparallel/dense.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
@@ -36,12 +37,23 @@ void ResNetAdjointPropagator::step(int, int k0, int k1, const double* in, double
 
 void ResNetForwardPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs, const double* const* rhs) {
+  if (capturing_ && level == 0 && rhs == nullptr &&
+      net_.propagate_derivs(theta_, idx, count, in, outs, batch_, capture_, capture_first_)) {
+    captured_ += count;
+    return;
+  }
   if (!net_.propagate(theta_, idx, count, in, outs, rhs, batch_))
     Propagator::propagate(level, idx, count, in, outs, rhs);
 }
 
 void ResNetAdjointPropagator::propagate(int level, const int* idx, int count, const double* in,
                                         double* const* outs, const double* const* rhs) {
+  if (capturing_ && level == 0 && rhs == nullptr &&
+      net_.adjoint_propagate_gradient(theta_, idx, count, in, outs, batch_, derivs_, first_layer_,
+                                      states_->data(), slots_)) {
+    captured_ += count;
+    return;
+  }
   if (derivs_ == nullptr || !net_.adjoint_propagate(theta_, idx, count, in, outs, rhs, batch_, derivs_, first_layer_))
     Propagator::propagate(level, idx, count, in, outs, rhs);
 }
@@ -146,7 +158,12 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
     if (nprocs_ > 1) comm_->bcast(&nrm, 1, 0);
     forward_.set_tolerances(rel_tol_ * nrm, 0.0);
   }
+  // Fused final sweeps (set_fused_final_sweep): one process, host memory, a gradient.
+  const bool fuse = fused_ && grad != nullptr && nprocs_ == 1 && net_.space().host();
+  fprop_.capture_derivs(fuse ? derivs_.data() : nullptr, a);
   out.forward = run(forward_, forward_budget, defer);
+  const bool derivs_done = fuse && fprop_.captured() == b - a;
+  fprop_.capture_derivs(nullptr, a);
   for (int n = a; n <= b; ++n) states_[n] = forward_.state(n);
 
   const double scale = 1.0 / s;
@@ -196,10 +213,15 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   const std::size_t sz = net_.state_size(s);
   // (Device-resident networks launch from one thread.)
   const bool threads = b - a > 1 && net_.space().host();
+  if (!derivs_done) {
 #pragma omp parallel for schedule(static) if (threads)
-  for (int n = a; n < b; ++n)
-    net_.activation_deriv(theta, n, states_[n], derivs_.data() + static_cast<std::size_t>(n - a) * sz, s);
+    for (int n = a; n < b; ++n)
+      net_.activation_deriv(theta, n, states_[n], derivs_.data() + static_cast<std::size_t>(n - a) * sz, s);
+  }
   aprop_.set_theta(theta);
+  const std::size_t slot = fuse ? net_.grad_slot_size() : 0;
+  if (slot > 0) grad_slots_.resize(static_cast<std::size_t>((s + kReduceChunk - 1) / kReduceChunk) * N * slot);
+  aprop_.capture_gradient(slot > 0 ? grad_slots_.data() : nullptr);
   if (!started_ && nprocs_ > 1) bcast_state(lamN_, nprocs_ - 1);
   adjoint_.set_initial(lamN_.data());
   if (!started_) adjoint_.reset();
@@ -210,6 +232,14 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   }
   out.adjoint = run(adjoint_, adjoint_budget, defer);
   started_ = true;
+  const bool grad_done = slot > 0 && aprop_.captured() == b - a;
+  aprop_.capture_gradient(nullptr);
+  if (grad_done) {
+    net_.reduce_gradient_slots(grad_slots_.data(), a, b, s, grad);
+    if (first) net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
+    finish();
+    return out;
+  }
 
   // Parameter gradients on the finest level only: layer n needs u_n and
   // lambda_{n+1}; layers are independent (each writes its own block).

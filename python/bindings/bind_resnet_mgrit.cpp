@@ -103,6 +103,10 @@ void bind_resnet_mgrit(py::module_& m) {
       .def_property_readonly("adjoint_steps_per_level",
                              [](const PyResNetMgrit& p) { return p.solver().adjoint_solver().steps_per_level(); })
       .def("reset", [](PyResNetMgrit& p) { p.solver().reset(); }, "Forget the warm-start state.")
+      .def("set_fused_final_sweep", [](PyResNetMgrit& p, bool on) { p.solver().set_fused_final_sweep(on); },
+           py::arg("on"),
+           "Form act' and the parameter gradient inside the last finest sweeps of fixed-budget solves (on by "
+           "default; the same values bit for bit as the separate passes, which off restores).")
       .def("set_relative_tolerance", [](PyResNetMgrit& p, double t) { p.solver().set_relative_tolerance(t); },
            py::arg("rel_tol"), "Exact solves stop at residual <= rel_tol * |initial value| (0: options' tol).")
       .def(

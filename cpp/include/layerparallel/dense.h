@@ -60,7 +60,7 @@ void expand_opening(int w, int nf, const double* X, double* U0, int s);
 /// whole sweep instead of one per layer). Kt = K^T, transposed once per layer.
 /// dense_adjoint_block adds the block's gradient into gK, gb when gK != nullptr.
 void dense_step_block(Activation act, int w, const double* Kt, double b, double dt, const double* in,
-                      double* out, int s);
+                      double* out, int s, double* deriv = nullptr);
 void dense_adjoint_block(Activation act, int w, const double* K, const double* Kt, double b, double dt,
                          const double* u, const double* lam_next, double* lam, int s, double* gK, double* gb,
                          double gscale, const double* deriv = nullptr);

@@ -294,6 +294,7 @@ class Mgrit {
   void run_cycle();
   void vcycle(int level, bool need_pred);
   void fcycle(int level);
+  void final_fsweep(int level, bool with_pred);
   void relax(int level);
   void fsweep(int level, bool with_pred, bool use_first, bool to_traj = false);
   void crelax(int level);
@@ -328,6 +329,7 @@ class Mgrit {
   bool have_iterate_ = false;    // the iterate has been filled
   bool guess_default_ = false;   // the iterate is the untouched default guess
   bool skipping_ = false;        // inside the skipped first down-cycle
+  bool last_cycle_ = false;      // the last cycle of a fixed-budget call (Propagator::final_sweep)
   bool norms_ = true;            // this call computes residual norms
   bool deferring_ = false;       // residual sums stay local in this call
   bool norms_pending_ = false;   // history_ holds -1 placeholders until finish_norms()

@@ -120,6 +120,27 @@ class ResidualNetwork {
                                  const double* const*, int, const double*, int) const {
     return false;
   }
+  /// A finest-level forward chain (unit steps, no right-hand sides) that also writes
+  /// act'(K_n u_n + b_n) of every layer n it steps through to derivs + (n - first)
+  /// state_size(s), the same values as activation_deriv() (MGRIT's final sweep).
+  virtual bool propagate_derivs(const double*, const int*, int, const double*, double* const*, int, double*,
+                                int) const {
+    return false;
+  }
+  /// A finest-level adjoint chain (unit steps, no right-hand sides) that also writes
+  /// the parameter-gradient contribution of every layer n0 it steps through, one
+  /// slot per chunk of kReduceChunk examples: slots + (c layers() + n0) grad_slot_size()
+  /// (the K block then the bias), the partial sums layer_gradient() forms, for
+  /// reduce_gradient_slots(). states[n] is u_n.
+  virtual bool adjoint_propagate_gradient(const double*, const int*, int, const double*, double* const*, int,
+                                          const double*, int, const double* const*, double*) const {
+    return false;
+  }
+  /// Doubles per gradient slot (0: no fused gradient).
+  virtual std::size_t grad_slot_size() const { return 0; }
+  /// grad's layer blocks of layers [a, b) += the slots summed in chunk order (as
+  /// layer_gradient() sums its chunks), for a batch of s examples.
+  virtual void reduce_gradient_slots(const double*, int, int, int, double*) const {}
 
   // ---- where the states live (a device-resident network keeps them in device memory)
   /// The memory of states, parameters and gradients passed to this network's
@@ -193,6 +214,13 @@ class DenseResNet : public ResidualNetwork {
                  const double* const* rhs, int s) const override;
   bool adjoint_propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
                          const double* const* rhs, int s, const double* derivs, int first) const override;
+  bool propagate_derivs(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                        int s, double* derivs, int first) const override;
+  bool adjoint_propagate_gradient(const double* theta, const int* idx, int count, const double* in,
+                                  double* const* outs, int s, const double* derivs, int first,
+                                  const double* const* states, double* slots) const override;
+  std::size_t grad_slot_size() const override;
+  void reduce_gradient_slots(const double* slots, int a, int b, int s, double* grad) const override;
 
   /// Narrow widths: one parallel region per sweep, chunks of examples through all layers.
   void forward_sweep(const double* theta, const double* X, int s, double* states,

@@ -64,6 +64,14 @@ class Propagator {
       propagate(level, chains[q].idx, chains[q].count, chains[q].in, chains[q].outs, chains[q].rhs);
   }
 
+  /// The engine brackets the finest level's last F-sweep of a fixed-budget call
+  /// with final_sweep(true) / final_sweep(false): every finest step in it has its
+  /// final input (each interval's F-points and the prediction of the next C-point,
+  /// so every fine step once). A propagator may compute by-products of the final
+  /// trajectory there while the states are in cache (the ResNet's act' and
+  /// parameter gradient). Default: nothing.
+  virtual void final_sweep(bool /*on*/) {}
+
   /// Where the states live; the engine allocates and combines states through it
   /// (default: host memory).
   virtual StateSpace& space() const { return host_space(); }

@@ -6,6 +6,8 @@
 // warm-started cycles (the simultaneous / one-shot method).
 #pragma once
 
+#include <atomic>
+
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -43,10 +45,24 @@ class ResNetForwardPropagator final : public Propagator {
   bool fuses_chains() const override { return net_.fuses_chains(); }
   void propagate_chains(int, const Chain* chains, int n) override { net_.propagate_chains(theta_, chains, n, batch_); }
 
+  /// In the final sweep, write act' of every layer stepped through to derivs (layer n
+  /// at n - first); nullptr: never. captured() counts the steps that did.
+  void capture_derivs(double* derivs, int first) {
+    capture_ = derivs;
+    capture_first_ = first;
+    captured_ = 0;
+  }
+  void final_sweep(bool on) override { capturing_ = on && capture_ != nullptr; }
+  long long captured() const { return captured_.load(); }
+
  private:
   const ResidualNetwork& net_;
   int batch_;
   const double* theta_ = nullptr;
+  double* capture_ = nullptr;
+  int capture_first_ = 0;
+  bool capturing_ = false;
+  std::atomic<long long> captured_{0};
 };
 
 /// The adjoint recursion in reversed index k = N - n: a step from k0 to k1 maps
@@ -77,6 +93,15 @@ class ResNetAdjointPropagator final : public Propagator {
     net_.adjoint_propagate_chains(theta_, chains, n, batch_, derivs_, first_layer_);
   }
 
+  /// In the final sweep, write each layer's parameter-gradient partial sums to
+  /// slots (ResidualNetwork::adjoint_propagate_gradient); nullptr: never.
+  void capture_gradient(double* slots) {
+    slots_ = slots;
+    captured_ = 0;
+  }
+  void final_sweep(bool on) override { capturing_ = on && slots_ != nullptr && derivs_ != nullptr; }
+  long long captured() const { return captured_.load(); }
+
  private:
   const ResidualNetwork& net_;
   int batch_;
@@ -84,6 +109,9 @@ class ResNetAdjointPropagator final : public Propagator {
   const std::vector<const double*>* states_ = nullptr;
   const double* derivs_ = nullptr;
   int first_layer_ = 0;
+  double* slots_ = nullptr;
+  bool capturing_ = false;
+  std::atomic<long long> captured_{0};
 };
 
 /// What one MGRIT solve (forward or adjoint) did in one evaluation.
@@ -151,6 +179,13 @@ class ResNetMgrit {
   /// keeps only its own parameters must fill these in before evaluate().
   std::vector<int> foreign_layers() const;
 
+  /// With fixed budgets on one process (host memory, narrow dense layers), act' and
+  /// the parameter gradient are formed inside the last finest sweep of the forward
+  /// and adjoint solves, while the states are in cache, instead of in separate
+  /// passes over all layers afterwards: the same values, bit for bit (on by default;
+  /// off for comparisons).
+  void set_fused_final_sweep(bool on) { fused_ = on; }
+
   const Mgrit& forward_solver() const { return forward_; }
   const Mgrit& adjoint_solver() const { return adjoint_; }
   int batch() const { return batch_; }
@@ -173,6 +208,8 @@ class ResNetMgrit {
   StateBuffer u0_, lamN_;       // in the network's memory (net.space())
   std::vector<const double*> states_;
   StateBuffer derivs_;          // act'(K_n u_n + b_n) of the current trajectory, per owned layer
+  bool fused_ = true;
+  std::vector<double> grad_slots_;  // per chunk and layer: the fused gradient's partial sums
 };
 
 }  // namespace layerparallel
