@@ -82,14 +82,6 @@ constexpr bool batch_activation() {
   return W > 0 && std::is_same<Act, TanhAct>::value;
 }
 
-// lam = lam_next + dt K^T d for one example (the second half of
-// dense_adjoint_example, with d already formed).
-template <int W>
-inline void dense_adjoint_from_d(const double* LP_RESTRICT K, double dt, const double* LP_RESTRICT d,
-                                 const double* LP_RESTRICT lam_next, double* LP_RESTRICT lam) {
-  dense_transpose_add<W>(W, K, dt, d, lam_next, lam);
-}
-
 // Examples per block of the narrow adjoint-and-gradient kernel.
 constexpr int kGradBatch = 32;
 
@@ -212,7 +204,7 @@ void dense_adjoint_block(Activation act, int w, const double* K, const double* K
               for (int k = 0; k < nb * W; ++k) db[k] = Act::df(db[k]) * lam_next[o + k];
             }
             if (lam)
-              for (int e = 0; e < nb; ++e) dense_adjoint_from_d<W>(K, dt, db + e * W, lam_next + o + e * W, lam + o + e * W);
+              for (int e = 0; e < nb; ++e) dense_transpose_add<W>(W, K, dt, db + e * W, lam_next + o + e * W, lam + o + e * W);
             dense_gradient_rows<W>(nb, gscale, db, u + o, acc, gbl);
           }
         } else {
@@ -244,7 +236,7 @@ void dense_adjoint_block(Activation act, int w, const double* K, const double* K
             LP_SIMD
             for (int k = 0; k < kActBatch * W; ++k) db[k] = Act::df(db[k]) * lam_next[o + k];
             for (int e = 0; e < kActBatch; ++e)
-              dense_adjoint_from_d<W>(K, dt, db + e * W, lam_next + o + e * W, lam + o + e * W);
+              dense_transpose_add<W>(W, K, dt, db + e * W, lam_next + o + e * W, lam + o + e * W);
           }
         }
         for (; i < s; ++i) {

@@ -341,10 +341,19 @@ inline void add_rhs(const double* const* rhs, int k, double* out, std::size_t of
 
 bool DenseResNet::propagate(const double* theta_, const int* idx, int count, const double* in,
                             double* const* outs, const double* const* rhs, int batch_) const {
+  return forward_chain(theta_, idx, count, in, outs, rhs, batch_, nullptr, 0);
+}
+
+// The chain of propagate(); with derivs, also act' of each layer stepped through
+// (propagate_derivs, unit steps).
+bool DenseResNet::forward_chain(const double* theta_, const int* idx, int count, const double* in,
+                                double* const* outs, const double* const* rhs, int batch_, double* derivs_,
+                                int first) const {
   const NetworkSpec& sp = spec_;
   const int w = sp.width;
   if (w > kFusedMaxWidth) return false;
   const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const std::size_t sz = state_size(batch_);
   const ParamLayout& L = layout_;
   std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
   for (int k = 0; k < count; ++k) transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
@@ -352,8 +361,9 @@ bool DenseResNet::propagate(const double* theta_, const int* idx, int count, con
     const std::size_t off = static_cast<std::size_t>(r0) * w;
     const double* prev = in + off;
     for (int k = 0; k < count; ++k) {
+      double* dk = derivs_ ? derivs_ + static_cast<std::size_t>(idx[k] - first) * sz + off : nullptr;
       dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + idx[k]], (idx[k + 1] - idx[k]) * sp.h(),
-                       prev, outs[k] + off, rows);
+                       prev, outs[k] + off, rows, dk);
       add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
       prev = outs[k] + off;
     }
@@ -364,19 +374,32 @@ bool DenseResNet::propagate(const double* theta_, const int* idx, int count, con
 bool DenseResNet::adjoint_propagate(const double* theta_, const int* idx, int count, const double* in,
                                     double* const* outs, const double* const* rhs, int batch_,
                                     const double* derivs_, int first) const {
+  return adjoint_chain(theta_, idx, count, in, outs, rhs, batch_, derivs_, first, nullptr, nullptr);
+}
+
+// The chain of adjoint_propagate(); with slots, also each layer's parameter-gradient
+// partial sum per chunk of examples (adjoint_propagate_gradient, unit steps).
+bool DenseResNet::adjoint_chain(const double* theta_, const int* idx, int count, const double* in,
+                                double* const* outs, const double* const* rhs, int batch_, const double* derivs_,
+                                int first, const double* const* states, double* slots) const {
   const NetworkSpec& sp = spec_;
   const int w = sp.width, N = sp.layers;
   if (w > kFusedMaxWidth) return false;
-  const std::size_t ww = static_cast<std::size_t>(w) * w;
+  const std::size_t ww = static_cast<std::size_t>(w) * w, slot = ww + 1;
   const std::size_t sz = state_size(batch_);
   const ParamLayout& L = layout_;
   for_each_chunk(batch_, [&](int r0, int rows) {
     const std::size_t off = static_cast<std::size_t>(r0) * w;
+    const std::size_t c = static_cast<std::size_t>(r0 / kReduceChunk);
     const double* prev = in + off;
     for (int k = 0; k < count; ++k) {
       const int n1 = N - idx[k], n0 = N - idx[k + 1];
-      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(), nullptr,
-                          prev, outs[k] + off, rows, nullptr, nullptr, 0.0, derivs_ + (n0 - first) * sz + off);
+      // With slots: layer_gradient's partial sum of this chunk, from the step's own d.
+      double* g = slots ? slots + (c * N + n0) * slot : nullptr;
+      if (g) std::fill(g, g + slot, 0.0);
+      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, (n1 - n0) * sp.h(),
+                          g ? states[n0] + off : nullptr, prev, outs[k] + off, rows, g, g ? g + ww : nullptr,
+                          g ? sp.h() : 0.0, derivs_ + static_cast<std::size_t>(n0 - first) * sz + off);
       add_rhs(rhs, k, outs[k] + off, off, static_cast<std::size_t>(rows) * w);
       prev = outs[k] + off;
     }
@@ -386,28 +409,8 @@ bool DenseResNet::adjoint_propagate(const double* theta_, const int* idx, int co
 
 bool DenseResNet::propagate_derivs(const double* theta_, const int* idx, int count, const double* in,
                                    double* const* outs, int batch_, double* derivs_, int first) const {
-  const NetworkSpec& sp = spec_;
-  const int w = sp.width;
-  if (w > kFusedMaxWidth) return false;
-  const std::size_t ww = static_cast<std::size_t>(w) * w;
-  const std::size_t sz = state_size(batch_);
-  const ParamLayout& L = layout_;
-  std::vector<double> Kt(static_cast<std::size_t>(count) * ww);
-  for (int k = 0; k < count; ++k) {
-    LP_CHECK(idx[k + 1] == idx[k] + 1, "propagate_derivs: finest-level (unit) steps only");
-    transpose_square(w, theta_ + L.weights + idx[k] * ww, Kt.data() + k * ww);
-  }
-  for_each_chunk(batch_, [&](int r0, int rows) {
-    const std::size_t off = static_cast<std::size_t>(r0) * w;
-    const double* prev = in + off;
-    for (int k = 0; k < count; ++k) {
-      const int n = idx[k];
-      dense_step_block(sp.activation, w, Kt.data() + k * ww, theta_[L.biases + n], sp.h(), prev, outs[k] + off,
-                       rows, derivs_ + static_cast<std::size_t>(n - first) * sz + off);
-      prev = outs[k] + off;
-    }
-  });
-  return true;
+  for (int k = 0; k < count; ++k) LP_CHECK(idx[k + 1] == idx[k] + 1, "propagate_derivs: finest-level (unit) steps only");
+  return forward_chain(theta_, idx, count, in, outs, nullptr, batch_, derivs_, first);
 }
 
 std::size_t DenseResNet::grad_slot_size() const {
@@ -417,29 +420,8 @@ std::size_t DenseResNet::grad_slot_size() const {
 bool DenseResNet::adjoint_propagate_gradient(const double* theta_, const int* idx, int count, const double* in,
                                              double* const* outs, int batch_, const double* derivs_, int first,
                                              const double* const* states, double* slots) const {
-  const NetworkSpec& sp = spec_;
-  const int w = sp.width, N = sp.layers;
-  if (w > kFusedMaxWidth) return false;
-  const std::size_t ww = static_cast<std::size_t>(w) * w, slot = ww + 1;
-  const std::size_t sz = state_size(batch_);
-  const ParamLayout& L = layout_;
   for (int k = 0; k < count; ++k) LP_CHECK(idx[k + 1] == idx[k] + 1, "adjoint_propagate_gradient: unit steps only");
-  for_each_chunk(batch_, [&](int r0, int rows) {
-    const std::size_t off = static_cast<std::size_t>(r0) * w;
-    const std::size_t c = static_cast<std::size_t>(r0 / kReduceChunk);
-    const double* prev = in + off;
-    for (int k = 0; k < count; ++k) {
-      const int n0 = N - idx[k + 1];
-      double* g = slots + (c * N + n0) * slot;
-      std::fill(g, g + slot, 0.0);
-      // layer_gradient's partial sum of this chunk, and the adjoint step from the same d.
-      dense_adjoint_block(sp.activation, w, theta_ + L.weights + n0 * ww, nullptr, 0.0, sp.h(), states[n0] + off,
-                          prev, outs[k] + off, rows, g, g + ww, sp.h(),
-                          derivs_ + static_cast<std::size_t>(n0 - first) * sz + off);
-      prev = outs[k] + off;
-    }
-  });
-  return true;
+  return adjoint_chain(theta_, idx, count, in, outs, nullptr, batch_, derivs_, first, states, slots);
 }
 
 void DenseResNet::reduce_gradient_slots(const double* slots, int a, int b, int s, double* grad) const {

@@ -66,7 +66,7 @@ BuildInfo build_info() {
   b.simd += "+FMA";
 #endif
   b.vector_math =
-      "built-in (vector_math.h: branch-free tanh from an expm1 polynomial, max error 2.4 ulp; ReLU and "
+      "built-in (vector_math.h: branch-free tanh from an expm1 polynomial, max error 2.45 ulp measured, 2.5 tested; ReLU and "
       "smooth ReLU as selects), vectorised by the compiler";
 #if defined(_OPENMP)
   b.openmp_version = _OPENMP;

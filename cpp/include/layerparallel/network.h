@@ -222,6 +222,15 @@ class DenseResNet : public ResidualNetwork {
   std::size_t grad_slot_size() const override;
   void reduce_gradient_slots(const double* slots, int a, int b, int s, double* grad) const override;
 
+ private:
+  bool forward_chain(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                     const double* const* rhs, int s, double* derivs, int first) const;
+  bool adjoint_chain(const double* theta, const int* idx, int count, const double* in, double* const* outs,
+                     const double* const* rhs, int s, const double* derivs, int first, const double* const* states,
+                     double* slots) const;
+
+ public:
+
   /// Narrow widths: one parallel region per sweep, chunks of examples through all layers.
   void forward_sweep(const double* theta, const double* X, int s, double* states,
                      double* derivs = nullptr) const override;

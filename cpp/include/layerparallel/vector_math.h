@@ -17,8 +17,8 @@
 //    processes stays bit for bit training on one.
 //
 // Why not a vector math library: glibc's libmvec (_ZGVdN4v_tanh, reached through
-// `#pragma omp declare simd`) was measured at 4.8 ns per value on AVX2 against
-// 2.3 ns for tanh_vec below, with a similar maximum error (2.1 against 2.4 ulp),
+// `#pragma omp declare simd`) was measured at 3.8-4.8 ns per value on AVX2 against
+// 1.8-2.0 ns for tanh_vec below, with a similar maximum error (2.12 against 2.45 ulp),
 // and it is not there on non-glibc systems; SLEEF is not installable from PyPI.
 // benchmarks/RESULTS.md has the comparison (lp_bench_layers, BM_Tanh*), and
 // tests/cpp/test_vector_math.cpp measures the error over a sweep of inputs.
