@@ -236,19 +236,17 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   aprop_.capture_gradient(nullptr);
   if (grad_done) {
     net_.reduce_gradient_slots(grad_slots_.data(), a, b, s, grad);
-    if (first) net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
-    finish();
-    return out;
-  }
-
-  // Parameter gradients on the finest level only: layer n needs u_n and
-  // lambda_{n+1}; layers are independent (each writes its own block).
-  const double h = net_.h();
-  std::vector<const double*> lam(static_cast<std::size_t>(b - a));
-  for (int n = a; n < b; ++n) lam[n - a] = adjoint_.state(N - n - 1);
+  } else {
+    // Parameter gradients on the finest level only: layer n needs u_n and
+    // lambda_{n+1}; layers are independent (each writes its own block).
+    const double h = net_.h();
+    std::vector<const double*> lam(static_cast<std::size_t>(b - a));
+    for (int n = a; n < b; ++n) lam[n - a] = adjoint_.state(N - n - 1);
 #pragma omp parallel for schedule(static) if (threads)
-  for (int n = a; n < b; ++n)
-    net_.layer_gradient(theta, n, states_[n], lam[n - a], s, grad, h, derivs_.data() + static_cast<std::size_t>(n - a) * sz);
+    for (int n = a; n < b; ++n)
+      net_.layer_gradient(theta, n, states_[n], lam[n - a], s, grad, h,
+                          derivs_.data() + static_cast<std::size_t>(n - a) * sz);
+  }
   if (first) net_.opening_gradient(theta, X, adjoint_.state(N), s, grad);
   finish();
   return out;

@@ -27,9 +27,6 @@ def _preload_openblas() -> None:
     cannot find it through its run path (the wheel installed in another site-packages
     than this package, e.g. a virtual environment over the system's packages)."""
     try:
-        import importlib.util
-        if importlib.util.find_spec(f"{__name__}._core") is None:
-            return
         import ctypes
         import scipy_openblas32
     except ImportError:
