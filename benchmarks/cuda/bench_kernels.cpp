@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "layerparallel/cuda.h"
-#include "layerparallel/device_network.h"
+#include "layerparallel/device_solver.h"
 #include "../bench_util.h"
 
 using namespace layerparallel;
@@ -126,7 +126,7 @@ void BM_WideBlockPropagate(benchmark::State& state) {
   spec.activation = Activation::Tanh;
   spec.n_classes = 5;
   auto dev = std::shared_ptr<DeviceBackend>(make_cuda_backend());
-  DeviceDenseResNet net(spec, dev);
+  DenseResNet net(spec, backend_over(dev));
   const std::size_t sw = static_cast<std::size_t>(s) * w;
   DeviceBuffer<double> theta(random(net.param_size(), 6, 0.05)), starts(random(sw * C, 7)), states(sw * C * m);
   std::vector<std::vector<int>> idx(C);

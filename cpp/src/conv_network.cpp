@@ -1,13 +1,11 @@
 // The convolutional residual network: layout, validation and the per-layer
-// building blocks over the conv kernels; sweeps, objective and MGRIT come from
+// building blocks over a Backend; sweeps, objective and MGRIT come from
 // ResidualNetwork.
 #include "layerparallel/conv_network.h"
 
 #include <cmath>
 #include <vector>
 
-#include "layerparallel/conv.h"
-#include "layerparallel/dense.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
@@ -42,115 +40,90 @@ ConvLayout::ConvLayout(const ConvSpec& spec) {
   size = at;
 }
 
-ConvResNet::ConvResNet(const ConvSpec& spec) : spec_(spec), layout_((spec.validate(), spec)) {}
+ConvResNet::ConvResNet(const ConvSpec& spec, std::shared_ptr<Backend> backend)
+    : ResidualNetwork(std::move(backend), ConvLayout((spec.validate(), spec)).size), spec_(spec), layout_(spec) {
+  LP_REQUIRE(spec.n_classes <= this->backend().max_classes(),
+             "the " << this->backend().name() << " backend takes up to " << this->backend().max_classes()
+                    << " classes, got " << spec.n_classes);
+  LP_REQUIRE(!spec.conv_opening || this->backend().has_conv_opening(),
+             "convolutional networks on the " << this->backend().name()
+                                              << " backend take the replicate opening (model.opening = "
+                                                 "\"replicate\"); the learned conv opening runs on the cpu");
+}
+
+ParameterLayout ConvResNet::parameters() const {
+  const ConvSpec& s = spec_;
+  const ConvLayout& L = layout_;
+  const std::vector<int> bias = s.bias_per_channel ? std::vector<int>{s.channels} : std::vector<int>{s.height, s.width};
+  std::vector<int> layer_bias{s.layers};
+  layer_bias.insert(layer_bias.end(), bias.begin(), bias.end());
+  ParameterLayout P;
+  P.layers = s.layers;
+  if (s.conv_opening) {
+    P.blocks.push_back({"opening_weight", L.opening_weight, {s.channels, 1, 3, 3}, false, false});
+    P.blocks.push_back({"opening_bias", L.opening_bias, bias, false, false});
+  }
+  P.blocks.push_back({"weights", L.weights, {s.layers, s.channels, s.channels, 3, 3}, true, false});
+  P.blocks.push_back({"biases", L.biases, layer_bias, true, false});
+  P.blocks.push_back(
+      {"classifier_weight", L.classifier_weight, {s.n_classes, s.channels * s.height * s.width}, false, true});
+  P.blocks.push_back({"classifier_bias", L.classifier_bias, {s.n_classes}, false, true});
+  return P;
+}
 
 void ConvResNet::opening(const double* theta, const double* X, int s, double* U0) const {
   if (!spec_.conv_opening) {
-    replicate_opening(spec_.shape(), X, U0, s);
+    backend().replicate_opening(spec_.shape(), X, U0, s);
     return;
   }
-  const ConvShape sh = spec_.shape();
-  const int P = sh.pixels();
-  const double* Ko = theta + layout_.opening_weight;
-  const double* bo = theta + layout_.opening_bias;
-  with_activation(spec_.activation, [&](auto A) {
-    using Act = decltype(A);
-    for_each_chunk(s, [&](int r0, int rows) {
-      std::vector<double> xs(P);
-      for (int i = r0; i < r0 + rows; ++i) {
-        for (int p = 0; p < P; ++p) xs[p] = X[static_cast<std::size_t>(i) * P + p] / 255.0;
-        double* u = U0 + static_cast<std::size_t>(i) * sh.size();
-        conv_preact_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, Ko, bo, xs.data(), u);
-        LP_SIMD
-        for (int k = 0; k < sh.size(); ++k) u[k] = Act::f(u[k]);
-      }
-    });
-  });
+  backend().conv_opening(spec_.activation, spec_.shape(), theta + layout_.opening_weight,
+                         theta + layout_.opening_bias, X, U0, s);
 }
 
 void ConvResNet::opening_gradient(const double* theta, const double* X, const double* lam0, int s,
                                   double* grad) const {
-  if (!spec_.conv_opening) return;
-  const ConvShape sh = spec_.shape();
-  const int P = sh.pixels(), n = sh.size();
-  const double* Ko = theta + layout_.opening_weight;
-  const double* bo = theta + layout_.opening_bias;
-  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
-  const int wlen = sh.C * 9, len = wlen + sh.bias_size();
-  std::vector<double> partial(static_cast<std::size_t>(chunks) * len, 0.0);
-  with_activation(spec_.activation, [&](auto A) {
-    using Act = decltype(A);
-    for_each_chunk(s, [&](int r0, int rows) {
-      std::vector<double> xs(P), d(n);
-      double* pg = partial.data() + static_cast<std::size_t>(r0 / kReduceChunk) * len;
-      for (int i = r0; i < r0 + rows; ++i) {
-        for (int p = 0; p < P; ++p) xs[p] = X[static_cast<std::size_t>(i) * P + p] / 255.0;
-        conv_preact_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, Ko, bo, xs.data(), d.data());
-        const double* l = lam0 + static_cast<std::size_t>(i) * n;
-        LP_SIMD
-        for (int k = 0; k < n; ++k) d[k] = Act::df(d[k]) * l[k];
-        conv_gradient_channels(sh.C, 1, sh.H, sh.W, sh.bias_per_channel, 1.0, d.data(), xs.data(), pg, pg + wlen);
-      }
-    });
-  });
-  for (int c = 0; c < chunks; ++c) {
-    const double* p = partial.data() + static_cast<std::size_t>(c) * len;
-    for (int k = 0; k < wlen; ++k) grad[layout_.opening_weight + k] += p[k];
-    for (int k = 0; k < sh.bias_size(); ++k) grad[layout_.opening_bias + k] += p[wlen + k];
-  }
+  if (!spec_.conv_opening) return;  // the replicate opening has no parameters
+  backend().conv_opening_gradient(spec_.activation, spec_.shape(), theta + layout_.opening_weight,
+                                  theta + layout_.opening_bias, X, lam0, s, grad + layout_.opening_weight,
+                                  grad + layout_.opening_bias);
 }
 
 void ConvResNet::step(const double* theta, int n, double dt, const double* in, double* out, int s,
                       double* deriv) const {
-  conv_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), dt, in, out, s, deriv);
+  backend().conv_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), dt, in, out, s, deriv);
 }
 
 void ConvResNet::adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next,
                               double* lam, int s, double* grad, double gscale, const double* deriv) const {
-  conv_adjoint_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), dt, u, lam_next, lam, s, deriv,
-                    grad ? grad + layout_.weights + n * layout_.per_layer_weights : nullptr,
-                    grad ? grad + layout_.biases + n * layout_.per_layer_biases : nullptr, gscale);
+  backend().conv_adjoint_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), dt, u, lam_next, lam, s,
+                              deriv, grad ? grad + layout_.weights + n * layout_.per_layer_weights : nullptr,
+                              grad ? grad + layout_.biases + n * layout_.per_layer_biases : nullptr, gscale);
 }
 
 void ConvResNet::layer_gradient(const double* theta, int n, const double* u, const double* lam_next, int s,
                                 double* grad, double gscale, const double* deriv) const {
-  conv_adjoint_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), 0.0, u, lam_next, nullptr, s, deriv,
-                    grad + layout_.weights + n * layout_.per_layer_weights,
-                    grad + layout_.biases + n * layout_.per_layer_biases, gscale);
+  backend().conv_adjoint_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), 0.0, u, lam_next, nullptr,
+                              s, deriv, grad + layout_.weights + n * layout_.per_layer_weights,
+                              grad + layout_.biases + n * layout_.per_layer_biases, gscale);
 }
 
+// act'(.) from a step of size 0, whose result nobody needs.
 void ConvResNet::activation_deriv(const double* theta, int n, const double* u, double* deriv, int s) const {
-  thread_local std::vector<double> scratch;
-  scratch.resize(state_size(s));
-  conv_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), 0.0, u, scratch.data(), s, deriv);
+  double* scratch = workspace(kScratch, state_size(s));
+  backend().conv_step(spec_.activation, spec_.shape(), K(theta, n), B(theta, n), 0.0, u, scratch, s, deriv);
 }
 
 double ConvResNet::classifier(const double* theta, const double* UN, const std::int64_t* labels, int s,
                               double scale, std::int64_t* correct, double* lam, double* grad) const {
-  return classifier_loss(state_width(), spec_.n_classes, theta + layout_.classifier_weight,
-                         theta + layout_.classifier_bias, UN, labels, s, scale, correct, lam,
-                         grad ? grad + layout_.classifier_weight : nullptr,
-                         grad ? grad + layout_.classifier_bias : nullptr);
+  return backend().classifier(state_width(), spec_.n_classes, theta + layout_.classifier_weight,
+                              theta + layout_.classifier_bias, UN, labels, s, scale, correct, lam,
+                              grad ? grad + layout_.classifier_weight : nullptr,
+                              grad ? grad + layout_.classifier_bias : nullptr);
 }
 
 void ConvResNet::classifier_logits(const double* theta, const double* UN, int s, double* Z) const {
-  layerparallel::classifier_logits(state_width(), spec_.n_classes, theta + layout_.classifier_weight,
-                                   theta + layout_.classifier_bias, UN, s, Z);
-}
-
-double ConvResNet::regularization(const double* theta, const Regularization& reg, double* grad) const {
-  double value = 0.0;
-  // Tikhonov on the opening (when it has parameters) and every hidden layer.
-  if (reg.tikhonov > 0.0)
-    value += tikhonov_term(theta, layout_.opening_weight, layout_.classifier_weight, reg.tikhonov, grad);
-  if (reg.classifier > 0.0)
-    value += tikhonov_term(theta, layout_.classifier_weight, layout_.size, reg.classifier, grad);
-  if (reg.ddt > 0.0 && spec_.layers > 1) {
-    const double g = reg.ddt / (spec_.h() * spec_.h());
-    value += smoothness_term(theta, layout_.weights, layout_.per_layer_weights, spec_.layers, g, grad);
-    value += smoothness_term(theta, layout_.biases, layout_.per_layer_biases, spec_.layers, g, grad);
-  }
-  return value;
+  backend().classifier_logits(state_width(), spec_.n_classes, theta + layout_.classifier_weight,
+                              theta + layout_.classifier_bias, UN, s, Z);
 }
 
 }  // namespace layerparallel

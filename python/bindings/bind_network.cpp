@@ -130,6 +130,56 @@ void bind_network(py::module_& m) {
           py::arg("classifier") = 0.0, py::arg("ddt") = 0.0, py::arg("gradient") = true,
           "Objective, mean loss, accuracy and (optionally) the gradient by serial forward and adjoint sweeps.")
       .def(
+          "layout",
+          [](const ResidualNetwork& net) {
+            py::list out;
+            for (const ParameterBlock& b : net.parameters().blocks)
+              out.append(py::make_tuple(b.name, b.offset, std::vector<py::ssize_t>(b.shape.begin(), b.shape.end())));
+            return out;
+          },
+          "List of (name, offset, shape) of the parameter blocks in the flat vector, in order.")
+      .def(
+          "parameter_blocks",
+          [](const ResidualNetwork& net) {
+            py::list out;
+            for (const ParameterBlock& b : net.parameters().blocks) {
+              py::dict d;
+              d["name"] = b.name;
+              d["offset"] = b.offset;
+              d["shape"] = py::tuple(py::cast(std::vector<py::ssize_t>(b.shape.begin(), b.shape.end())));
+              d["per_layer"] = b.per_layer;
+              d["classifier"] = b.classifier;
+              out.append(d);
+            }
+            return out;
+          },
+          "The parameter blocks with their roles: name, offset, shape, per_layer (one row per hidden layer) "
+          "and classifier (regularised by the classifier weight, else by Tikhonov).")
+      .def(
+          "regularization_values",
+          [](const ResidualNetwork& net, const py::handle& theta, int a, int b, bool first, bool last,
+             double tikhonov, double classifier, double ddt) {
+            DArray th = theta_of(net, theta);
+            Regularization reg{tikhonov, classifier, ddt};
+            reg.validate();
+            if (a < 0 || a > b || b > net.layers())
+              throw py::value_error("owned layers [" + std::to_string(a) + ", " + std::to_string(b) +
+                                    ") must lie in [0, " + std::to_string(net.layers()) + "]");
+            DArray g(static_cast<py::ssize_t>(net.param_size()));
+            double* gp = g.mutable_data();
+            std::fill(gp, gp + net.param_size(), 0.0);
+            std::vector<double> values;
+            regularization_values(net.parameters(), net.h(), reg, th.data(), a, b, first, last, values, gp);
+            return py::make_tuple(DArray(static_cast<py::ssize_t>(values.size()), values.data()), g);
+          },
+          py::arg("theta"), py::arg("first_layer"), py::arg("end_layer"), py::arg("first"), py::arg("last"),
+          py::arg("tikhonov"), py::arg("classifier"), py::arg("ddt"),
+          "(values, gradient) of the regularisers on the entries a process owns: layers "
+          "[first_layer, end_layer) of the per-layer blocks, the opening when first, the classifier when last. "
+          "theta must also hold the rows of layers first_layer - 1 and end_layer. The values are per slot, "
+          "zero where another process owns them: summed over processes and then left to right (ordered_sum) "
+          "they give the same rounding on any split; regularization() is that sum on one process.")
+      .def(
           "regularization",
           [](const ResidualNetwork& net, const py::handle& theta, double tikhonov, double classifier, double ddt) {
             DArray th = theta_of(net, theta);
@@ -175,7 +225,7 @@ void bind_network(py::module_& m) {
           },
           py::arg("theta"), py::arg("features"), "All states u_0..u_N, shape (N+1, s, state_width).");
 
-  py::class_<DenseResNet, ResidualNetwork>(m, "DenseResNet", "Dense residual network (ALGORITHM.md sections 1-2).")
+  py::class_<DenseResNet, ResidualNetwork>(m, "DenseResNet", "Dense residual network (docs/algorithm.md sections 1-2).")
       .def(py::init([](int nf, int nc, int w, int N, double T, const std::string& a, const std::string& o) {
              return DenseResNet(make_spec(nf, nc, w, N, T, a, o));
            }),
@@ -184,26 +234,7 @@ void bind_network(py::module_& m) {
       .def_property_readonly("width", [](const DenseResNet& n) { return n.spec().width; })
       .def_property_readonly("T", [](const DenseResNet& n) { return n.spec().T; })
       .def_property_readonly("activation", [](const DenseResNet& n) { return activation_name(n.spec().activation); })
-      .def_property_readonly("opening", [](const DenseResNet& n) { return opening_name(n.spec().opening); })
-      .def(
-          "layout",
-          [](const DenseResNet& net) {
-            // (name, offset, shape) of every named block, in flat order.
-            const auto& L = net.layout();
-            const auto& s = net.spec();
-            py::list out;
-            using Shape = std::vector<py::ssize_t>;
-            if (L.has_opening) {
-              out.append(py::make_tuple("opening_weight", L.opening_weight, Shape{s.width, s.n_features}));
-              out.append(py::make_tuple("opening_bias", L.opening_bias, Shape{}));
-            }
-            out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.width, s.width}));
-            out.append(py::make_tuple("biases", L.biases, Shape{s.layers}));
-            out.append(py::make_tuple("classifier_weight", L.classifier_weight, Shape{s.n_classes, s.width}));
-            out.append(py::make_tuple("classifier_bias", L.classifier_bias, Shape{s.n_classes}));
-            return out;
-          },
-          "List of (name, offset, shape) of the parameter blocks in the flat vector.");
+      .def_property_readonly("opening", [](const DenseResNet& n) { return opening_name(n.spec().opening); });
 
   py::class_<ConvResNet, ResidualNetwork>(m, "ConvResNet",
                                           "3x3 convolutional residual network with the replicate opening.")
@@ -235,27 +266,5 @@ void bind_network(py::module_& m) {
       .def_property_readonly("width", [](const ConvResNet& n) { return n.spec().width; })
       .def_property_readonly("T", [](const ConvResNet& n) { return n.spec().T; })
       .def_property_readonly("activation", [](const ConvResNet& n) { return activation_name(n.spec().activation); })
-      .def_property_readonly("bias", [](const ConvResNet& n) { return n.spec().bias_per_channel ? "channel" : "pixel"; })
-      .def(
-          "layout",
-          [](const ConvResNet& net) {
-            const auto& L = net.layout();
-            const auto& s = net.spec();
-            using Shape = std::vector<py::ssize_t>;
-            py::list out;
-            if (s.conv_opening) {
-              out.append(py::make_tuple("opening_weight", L.opening_weight, Shape{s.channels, 1, 3, 3}));
-              out.append(py::make_tuple("opening_bias", L.opening_bias,
-                                        s.bias_per_channel ? Shape{s.channels} : Shape{s.height, s.width}));
-            }
-            out.append(py::make_tuple("weights", L.weights, Shape{s.layers, s.channels, s.channels, 3, 3}));
-            out.append(py::make_tuple("biases", L.biases,
-                                      s.bias_per_channel ? Shape{s.layers, s.channels}
-                                                         : Shape{s.layers, s.height, s.width}));
-            out.append(py::make_tuple("classifier_weight", L.classifier_weight,
-                                      Shape{s.n_classes, s.channels * s.height * s.width}));
-            out.append(py::make_tuple("classifier_bias", L.classifier_bias, Shape{s.n_classes}));
-            return out;
-          },
-          "List of (name, offset, shape) of the parameter blocks in the flat vector.");
+      .def_property_readonly("bias", [](const ConvResNet& n) { return n.spec().bias_per_channel ? "channel" : "pixel"; });
 }

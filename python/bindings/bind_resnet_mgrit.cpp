@@ -8,7 +8,7 @@
 #include <string>
 
 #include "checks.h"
-#include "layerparallel/device_network.h"
+#include "layerparallel/device_solver.h"
 #include "layerparallel/macros.h"
 #include "layerparallel/resnet_mgrit.h"
 #include "mgrit_options.h"
@@ -31,7 +31,7 @@ py::dict report(const SolveReport& r) {
 }
 
 // Holds the network alive as long as the solver (the solver keeps a reference).
-// On a device the solver runs on a DeviceDenseResNet built from the network's spec.
+// On a device the solver runs on the same network class over the device backend, built from the spec.
 struct PyResNetMgrit {
   py::object net_owner;
   py::object comm_owner;

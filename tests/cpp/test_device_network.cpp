@@ -16,7 +16,8 @@
 
 #include "layerparallel/conv_network.h"
 #include "layerparallel/cuda.h"
-#include "layerparallel/device_network.h"
+#include "layerparallel/device_backend.h"
+#include "layerparallel/device_solver.h"
 #include "layerparallel/resnet_mgrit.h"
 #include "dense_problem.h"
 #include "reference.h"
@@ -219,12 +220,11 @@ TEST(EmulatorDeviceOptions, ThreadsOverIntervalsAreIgnoredForDeviceStates) {
   o.threads = 4;
   DenseResNet host(p.spec);
   ResNetMgrit cpu(host, p.s, o, o);
-  auto dev = std::shared_ptr<DeviceBackend>(make_emulated_backend());
-  DeviceDenseResNet net(p.spec, dev);
+  auto dev = backend_over(std::shared_ptr<DeviceBackend>(make_emulated_backend()));
+  DenseResNet net(p.spec, dev);
   ResNetMgrit solver(net, p.s, o, o);
   StateBuffer theta(*dev, p.theta.size()), g(*dev, p.theta.size());
   dev->upload(theta.data(), p.theta.data(), p.theta.size());
-  net.set_host_theta(p.theta.data());
   std::vector<double> gc(p.theta.size()), gd(p.theta.size());
   for (int call = 0; call < 2; ++call) {
     const double a = cpu.evaluate(p.theta.data(), p.X.data(), p.y.data(), Regularization{}, gc.data(), 2, 2).eval.objective;
@@ -391,11 +391,10 @@ TEST(EmulatorDeviceOptions, FusesTheIntervalsOfALevel) {
     SCOPED_TRACE("width " + std::to_string(w));
     const Problem p = make_problem(32, w, Activation::Tanh, Opening::Dense, 9, 5);
     auto dev = std::make_shared<Counting>(make_emulated_backend());
-    DeviceDenseResNet net(p.spec, dev);
+    DenseResNet net(p.spec, backend_over(dev));
     ResNetMgrit solver(net, p.s, options(4), options(4));
     StateBuffer theta(*dev, p.theta.size());
     dev->upload(theta.data(), p.theta.data(), p.theta.size());
-    net.set_host_theta(p.theta.data());
     // (The emulator's memory is host memory: the host labels can be passed as they are.)
     std::vector<double> grad(p.theta.size());
     StateBuffer g(*dev, grad.size());

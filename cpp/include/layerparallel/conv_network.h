@@ -1,4 +1,4 @@
-// The convolutional residual network of ALGORITHM.md section 1 (the paper's
+// The convolutional residual network of docs/algorithm.md section 1 (the paper's
 // MNIST network): replicate opening, 3x3 C -> C residual layers with zero
 // padding, a classifier on the flattened final image.
 #pragma once
@@ -39,9 +39,12 @@ struct ConvLayout {
   std::size_t per_layer_weights = 0, per_layer_biases = 0;
 };
 
+/// The convolutional residual network, on any backend (the learned conv opening
+/// only where the backend has it: the cpu).
 class ConvResNet : public ResidualNetwork {
  public:
-  explicit ConvResNet(const ConvSpec& spec);
+  /// backend: the cpu when null. Throws std::invalid_argument naming the first bad field.
+  explicit ConvResNet(const ConvSpec& spec, std::shared_ptr<Backend> backend = nullptr);
 
   const ConvSpec& spec() const { return spec_; }
   const ConvLayout& layout() const { return layout_; }
@@ -51,7 +54,7 @@ class ConvResNet : public ResidualNetwork {
   int input_size() const override { return spec_.height * spec_.width; }
   int classes() const override { return spec_.n_classes; }
   int state_width() const override { return spec_.channels * spec_.height * spec_.width; }
-  std::size_t param_size() const override { return layout_.size; }
+  ParameterLayout parameters() const override;
 
   void opening(const double* theta, const double* X, int s, double* U0) const override;
   void step(const double* theta, int n, double dt, const double* in, double* out, int s,
@@ -67,7 +70,6 @@ class ConvResNet : public ResidualNetwork {
   /// Nothing for the replicate opening (it has no parameters).
   void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
                         double* grad) const override;
-  double regularization(const double* theta, const Regularization& reg, double* grad) const override;
   void classifier_logits(const double* theta, const double* UN, int s, double* Z) const override;
 
  private:

@@ -92,7 +92,7 @@ class DeviceBuffer {
 
 // ---- launch wrappers; every pointer argument is a device pointer unless said otherwise.
 // Widths up to 32 (one thread per example, weights in shared memory); wider
-// layers are rejected here: DeviceDenseResNet (device_network.h) runs them as
+// layers are rejected here: DenseResNet on a device backend (device_ops.cpp) runs them as
 // batched cuBLAS GEMMs with epilogue kernels through its DeviceBackend.
 
 /// out = in + dt act(K in + b), (s, w) states (the CPU's dense_step).

@@ -1,4 +1,5 @@
-// The launch layer of the device-resident backend: device memory (a
+// The launch layer of the device backends (backend.h composes the layer
+// operations from it in device_ops.cpp): device memory (a
 // StateSpace, so the MGRIT engine keeps its states there) and the dense-layer
 // kernels on it. Two implementations run the very same kernel bodies
 // (dense_kernels_impl.h):
@@ -109,6 +110,10 @@ std::unique_ptr<DeviceBackend> make_device_backend(const std::string& device);
 /// PMI_LOCAL_RANK) modulo the count, else 0; so processes of one node spread
 /// over its GPUs.
 int pick_cuda_device(int device_count);
+
+class Backend;
+/// The layer operations of backend.h composed from this device's launches (device_ops.cpp).
+std::shared_ptr<Backend> backend_over(std::shared_ptr<DeviceBackend> device);
 
 /// The emulator backend (CPU, host memory, kernel bodies over their launch grid).
 std::unique_ptr<DeviceBackend> make_emulated_backend();

@@ -1,4 +1,4 @@
-// The MGRIT engine (ALGORITHM.md section 3): FAS V- and F-cycles with F / FCF
+// The MGRIT engine (docs/algorithm.md section 3): FAS V- and F-cycles with F / FCF
 // / F(CF)^k relaxation over a Hierarchy, driven only through the Propagator
 // interface, with residual history and per-level step counters. The same
 // engine solves the forward and (through an index-reversing propagator) the
@@ -243,29 +243,36 @@ class Mgrit {
   std::size_t state_size() const { return ss_; }
 
  private:
+  // The implementation is split over cpp/src/mgrit*.cpp (list in
+  // cpp/src/mgrit_internal.h); each group below names its file.
+
+  // Per-level layout and storage (mgrit_storage.cpp).
   struct Level {
     Range own;                  // owned level points
     int left = -1, right = -1;  // Comm ranks of the nearest owners before / after (-1: none)
     int cbeg = 0;               // first owned C-point index (C-point c is level point c m)
     int fbeg = 0;               // first F-interval c whose point c m + 1 is owned
-    StateBuffer u;      // level 0 only: owned point values (store=cpoints: C-points only);
+    StateBuffer u;              // level 0 only: owned point values (store=cpoints: C-points only);
                                 // coarse points are finest C-points and live there too
-    StateBuffer ghost;  // the value of point own.begin - 1 (owned by `left`)
-    StateBuffer tail;   // last owned F-point when F-points are not stored
-    StateBuffer g;      // right-hand side at owned points (levels >= 1)
-    StateBuffer pred;   // P_c = Phi(u_{cm-1}) per owned C-point c
-    StateBuffer first;  // Phi(u_{cm}) from the FAS rhs, per F-interval c from fbeg
+    StateBuffer ghost;          // the value of point own.begin - 1 (owned by `left`)
+    StateBuffer tail;           // last owned F-point when F-points are not stored
+    StateBuffer g;              // right-hand side at owned points (levels >= 1)
+    StateBuffer pred;           // P_c = Phi(u_{cm-1}) per owned C-point c
+    StateBuffer first;          // Phi(u_{cm}) from the FAS rhs, per F-interval c from fbeg
     bool fconsistent = false;   // F-points consistent with C-points and g
     bool pred_valid = false;    // pred consistent with the current F-points
     bool first_valid = false;   // first consistent with the current C-points
   };
-
   double* point(int level, int j);
   double* rhs_at(int level, int j);
   double* pred_at(int level, int c);
   double* first_at(int level, int c);
   double* traj_at(int i);
-  int tag(int level, int kind) const { return part_.tag + 4 * level + kind; }
+  void copy(const double* src, double* dst) { sp_.copy(dst, src, ss_); }
+  /// The values on `level` changed: its F-points, predictions and first steps are stale.
+  void mark_changed(int level = 0);
+
+  // Relaxation and forward substitution (mgrit_relax.cpp).
   // One interval's chain of steps, for propagators that fuse the chains of a level.
   struct ChainPlan {
     std::vector<int> idx;
@@ -280,33 +287,36 @@ class Mgrit {
   };
   long long sweep_interval(int level, int c, bool with_pred, bool reuse, bool scratch, bool to_traj,
                            std::vector<ChainPlan>* plans = nullptr);
+  void fsweep(int level, bool with_pred, bool use_first, bool to_traj = false);
+  void crelax(int level);
+  void relax(int level);
   void chain_solve(int level, bool to_traj);
   long long parallel(int n, const std::function<long long(int)>& body);
-  // Messages of one state. With a non-host StateSpace they go through a host
-  // copy: a send downloads at once, a receive uploads when it is completed.
+
+  // FAS transfer and the finest residual (mgrit_fas.cpp).
+  void restrict_fas(int level);
+  void restrict_skip(int level);
+  void correct(int level);
+  double residual_norm_from_pred();  // finest level, needs pred_valid
+
+  // Messages of one state (mgrit_comm.cpp). With a non-host StateSpace they go
+  // through a host copy: a send downloads at once, a receive uploads when it is
+  // completed.
   int post_send(const double* src, int dest, int tag);
   int post_recv(double* dst, int source, int tag);
   void complete(int req);
-  void copy(const double* src, double* dst) { sp_.copy(dst, src, ss_); }
+  int tag(int level, int kind) const { return part_.tag + 4 * level + kind; }
 
+  // The driver (mgrit.cpp).
   void require_initialized(const char* what) const;
   void begin_call();
   void run_cycle();
   void vcycle(int level, bool need_pred);
   void fcycle(int level);
   void final_fsweep(int level, bool with_pred);
-  void relax(int level);
-  void fsweep(int level, bool with_pred, bool use_first, bool to_traj = false);
-  void crelax(int level);
-  void restrict_fas(int level);
-  void restrict_skip(int level);
-  void correct(int level);
   void coarsest_solve(int level);
   void fmg_guess();
-  double residual_norm_from_pred();  // finest level, needs pred_valid
   void add_steps(int level, long long n) { steps_[level] += n; }
-  /// The values on `level` changed: its F-points, predictions and first steps are stale.
-  void mark_changed(int level = 0);
 
   Propagator& prop_;
   StateSpace& sp_;  // where the states live (prop_.space())
@@ -323,8 +333,8 @@ class Mgrit {
   std::vector<long long> steps_;
   std::vector<double> history_;
   StateBuffer u0_;
-  StateBuffer traj_;            // owned trajectory for store = "cpoints"
-  bool traj_valid_ = false;
+  StateBuffer traj_;             // owned trajectory for store = "cpoints"
+  bool traj_valid_ = false;      // traj_ holds the F-relaxation of the current C-points
   bool initialized_ = false;     // set_initial has been called
   bool have_iterate_ = false;    // the iterate has been filled
   bool guess_default_ = false;   // the iterate is the untouched default guess
@@ -334,7 +344,7 @@ class Mgrit {
   bool deferring_ = false;       // residual sums stay local in this call
   bool norms_pending_ = false;   // history_ holds -1 placeholders until finish_norms()
   std::vector<double> pending_;  // deferred residual slots
-  struct Staged {
+  struct Staged {  // a message staged through a host copy (mgrit_comm.cpp)
     int req;
     std::vector<double> host;
     double* dst;  // receive: where the value goes on completion (nullptr: a send)

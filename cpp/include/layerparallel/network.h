@@ -1,6 +1,7 @@
-// The dense residual network of ALGORITHM.md sections 1-2: parameter layout,
-// serial forward and adjoint sweeps, objective and gradient. The MGRIT
-// propagators reuse its per-layer building blocks.
+// What every residual network offers the sweeps, the MGRIT propagators and the
+// bindings (ResidualNetwork), and the dense residual network of
+// docs/algorithm.md sections 1-2 written once over a Backend (backend.h), so
+// the same class runs on the cpu, the emulator and cuda.
 #pragma once
 
 #include <cstddef>
@@ -8,7 +9,11 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "layerparallel/activation_impl.h"
+#include "layerparallel/backend.h"
+#include "layerparallel/parameters.h"
 #include "layerparallel/propagator.h"
 #include "layerparallel/state_space.h"
 
@@ -36,14 +41,6 @@ struct NetworkSpec {
   void validate() const;
 };
 
-/// Weights of the three regularisers of the objective.
-struct Regularization {
-  double tikhonov = 0.0;
-  double classifier = 0.0;
-  double ddt = 0.0;
-  void validate() const;
-};
-
 /// Offsets of the named parameter blocks in the flat parameter vector, in the
 /// order opening_weight, opening_bias (dense opening only), weights, biases,
 /// classifier_weight, classifier_bias.
@@ -66,7 +63,9 @@ struct Evaluation {
 /// What every residual network offers the sweeps, the MGRIT propagators and the
 /// bindings: u_{n+1} = u_n + dt sigma(layer_n(u_n)) on a batch of s examples, an
 /// opening before and a softmax classifier after. States are (s, state_width)
-/// row-major. Implementations: DenseResNet, ConvResNet.
+/// row-major in the memory of the network's backend, as are theta, gradients and
+/// labels; features X and logits Z are host memory. Every method works on every
+/// backend. Implementations: DenseResNet, ConvResNet.
 class ResidualNetwork {
  public:
   virtual ~ResidualNetwork() = default;
@@ -78,8 +77,15 @@ class ResidualNetwork {
   virtual int classes() const = 0;
   /// Doubles per example in a state.
   virtual int state_width() const = 0;
-  virtual std::size_t param_size() const = 0;
+  /// The named blocks of the flat parameter vector (the layout, described once).
+  virtual ParameterLayout parameters() const = 0;
+  std::size_t param_size() const { return param_size_; }
   std::size_t state_size(int s) const { return static_cast<std::size_t>(s) * state_width(); }
+
+  /// Where states, parameters and gradients live and the layer operations run.
+  Backend& backend() const { return *backend_; }
+  /// The memory of states, parameters and gradients (the backend).
+  StateSpace& space() const { return *backend_; }
 
   // ---- per-layer building blocks on a batch of s examples
   virtual void opening(const double* theta, const double* X, int s, double* U0) const = 0;
@@ -88,6 +94,7 @@ class ResidualNetwork {
                     double* deriv = nullptr) const = 0;
   /// lam = lam_next + dt layer_n^T (act'(layer_n(u)) * lam_next); if grad != nullptr the
   /// gradient of layer n (scaled by gscale, normally h) is accumulated into grad.
+  /// deriv (optional) is act'(layer_n(u)).
   virtual void adjoint_step(const double* theta, int n, double dt, const double* u, const double* lam_next,
                             double* lam, int s, double* grad = nullptr, double gscale = 0.0,
                             const double* deriv = nullptr) const = 0;
@@ -102,10 +109,10 @@ class ResidualNetwork {
                             double scale, std::int64_t* correct, double* lam, double* grad) const = 0;
   virtual void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
                                 double* grad) const = 0;
-  /// Value of the regularisers; adds their gradient into grad when non-null.
-  virtual double regularization(const double* theta, const Regularization& reg, double* grad) const = 0;
-  /// Logits (s, classes) from final states.
+  /// Logits (s, classes), host memory, from final states.
   virtual void classifier_logits(const double* theta, const double* UN, int s, double* Z) const = 0;
+  /// Value of the regularisers (parameters.h); adds their gradient into grad when non-null.
+  double regularization(const double* theta, const Regularization& reg, double* grad) const;
 
   /// Optional fused chains of steps for the MGRIT propagators (the contract of
   /// Propagator::propagate, with fine layer indices idx and step size h per index);
@@ -142,16 +149,14 @@ class ResidualNetwork {
   /// layer_gradient() sums its chunks), for a batch of s examples.
   virtual void reduce_gradient_slots(const double*, int, int, int, double*) const {}
 
-  // ---- where the states live (a device-resident network keeps them in device memory)
-  /// The memory of states, parameters and gradients passed to this network's
-  /// functions (host memory unless the network is device-resident).
-  virtual StateSpace& space() const { return host_space(); }
-  /// True when the network relaxes several chains of one level at once
+  /// True when the backend relaxes several chains of one level at once
   /// (Propagator::propagate_chains); then the two functions below are used.
-  virtual bool fuses_chains() const { return false; }
-  virtual void propagate_chains(const double*, const Propagator::Chain*, int, int) const {}
+  bool fuses_chains() const { return backend_->fuses_chains(); }
+  /// Every chain's steps (+ right-hand sides).
+  virtual void propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s) const;
   /// The adjoint chains; derivs holds act'(.) of layers first.. (one state each).
-  virtual void adjoint_propagate_chains(const double*, const Propagator::Chain*, int, int, const double*, int) const {}
+  virtual void adjoint_propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s,
+                                        const double* derivs, int first) const;
 
   // ---- serial sweeps (generic: one step per layer; implementations may fuse)
   /// states: (N+1) * state_size(s); state n at states + n * state_size(s).
@@ -167,21 +172,38 @@ class ResidualNetwork {
   /// (grad is overwritten). Serial forward and backward sweeps.
   Evaluation evaluate(const double* theta, const double* X, const std::int64_t* labels, int s,
                       const Regularization& reg, double* grad) const;
-  /// Logits (s, classes).
+  /// Logits (s, classes), host memory.
   void logits(const double* theta, const double* X, int s, double* Z) const;
+
+ protected:
+  /// backend: null means the cpu. param_size: the size of parameters().
+  ResidualNetwork(std::shared_ptr<Backend> backend, std::size_t param_size);
+  /// Scratch states reused across calls (per thread on the host, per network on a device).
+  enum Work { kStates = 0, kDerivs, kLam, kLam2, kLamN, kSlots, kScratch, kWorkSlots };
+  double* workspace(Work slot, std::size_t n) const;
+  /// The steps of chain c one by one (+ rhs), and the adjoint's.
+  void step_chain(const double* theta, const Propagator::Chain& c, int s) const;
+  void adjoint_step_chain(const double* theta, const Propagator::Chain& c, int s, const double* derivs,
+                          int first) const;
+
+ private:
+  std::shared_ptr<Backend> backend_;
+  std::size_t param_size_;
+  // Device scratch; a copy of the network starts with none of its own.
+  struct Scratch {
+    StateBuffer buf[kWorkSlots];
+    Scratch() = default;
+    Scratch(const Scratch&) {}
+    Scratch& operator=(const Scratch&) { return *this; }
+  };
+  mutable Scratch work_;
 };
 
-/// (g/2) |theta[begin:end]|^2; adds the gradient into grad when non-null.
-double tikhonov_term(const double* theta, std::size_t begin, std::size_t end, double g, double* grad);
-
-/// (g/2) sum_{n>=1} |(theta_n - theta_{n-1}) / h|^2 over layer blocks of `per_layer`
-/// doubles starting at `offset`; adds the gradient into grad when non-null.
-double smoothness_term(const double* theta, std::size_t offset, std::size_t per_layer, int N, double g_over_h2,
-                       double* grad);
-
+/// The dense residual network, on any backend.
 class DenseResNet : public ResidualNetwork {
  public:
-  explicit DenseResNet(const NetworkSpec& spec);
+  /// backend: the cpu when null. Throws std::invalid_argument naming the first bad field.
+  explicit DenseResNet(const NetworkSpec& spec, std::shared_ptr<Backend> backend = nullptr);
 
   const NetworkSpec& spec() const { return spec_; }
   const ParamLayout& layout() const { return layout_; }
@@ -191,7 +213,7 @@ class DenseResNet : public ResidualNetwork {
   int input_size() const override { return spec_.n_features; }
   int classes() const override { return spec_.n_classes; }
   int state_width() const override { return spec_.width; }
-  std::size_t param_size() const override { return layout_.size; }
+  ParameterLayout parameters() const override;
 
   void opening(const double* theta, const double* X, int s, double* U0) const override;
   void step(const double* theta, int n, double dt, const double* in, double* out, int s,
@@ -206,10 +228,8 @@ class DenseResNet : public ResidualNetwork {
                     double scale, std::int64_t* correct, double* lam, double* grad) const override;
   void opening_gradient(const double* theta, const double* X, const double* lam0, int s,
                         double* grad) const override;
-  double regularization(const double* theta, const Regularization& reg, double* grad) const override;
   void classifier_logits(const double* theta, const double* UN, int s, double* Z) const override;
 
-  /// Narrow widths: each chunk of examples goes through all the chain's steps in cache.
   bool propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
                  const double* const* rhs, int s) const override;
   bool adjoint_propagate(const double* theta, const int* idx, int count, const double* in, double* const* outs,
@@ -221,25 +241,21 @@ class DenseResNet : public ResidualNetwork {
                                   const double* const* states, double* slots) const override;
   std::size_t grad_slot_size() const override;
   void reduce_gradient_slots(const double* slots, int a, int b, int s, double* grad) const override;
+  void propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s) const override;
+  void adjoint_propagate_chains(const double* theta, const Propagator::Chain* chains, int n, int s,
+                                const double* derivs, int first) const override;
 
- private:
-  bool forward_chain(const double* theta, const int* idx, int count, const double* in, double* const* outs,
-                     const double* const* rhs, int s, double* derivs, int first) const;
-  bool adjoint_chain(const double* theta, const int* idx, int count, const double* in, double* const* outs,
-                     const double* const* rhs, int s, const double* derivs, int first, const double* const* states,
-                     double* slots) const;
-
- public:
-
-  /// Narrow widths: one parallel region per sweep, chunks of examples through all layers.
+  /// The whole sweep as one chain (narrow layers on the cpu: one parallel region,
+  /// each chunk of examples through every layer in cache).
   void forward_sweep(const double* theta, const double* X, int s, double* states,
                      double* derivs = nullptr) const override;
   void backward_sweep(const double* theta, const double* X, const double* states, const double* lamN,
                       int s, double* grad, const double* derivs = nullptr) const override;
-  /// Only wide layers keep act'(.) (it saves a GEMM; narrow ones recompute in registers).
-  bool keep_derivs() const override { return spec_.width > 32; }
+  bool keep_derivs() const override { return backend().dense_keeps_derivs(spec_.width); }
 
  private:
+  DenseLayers hidden(const double* theta) const;
+
   NetworkSpec spec_;
   ParamLayout layout_;
 };
