@@ -33,7 +33,7 @@ CASES = {
 
 
 def torch_objective(torch, params, X, y, case):
-    """The network of ALGORITHM.md in PyTorch (dense opening, scalar layer biases)."""
+    """The network of docs/algorithm.md in PyTorch (dense opening, scalar layer biases)."""
     def act(z):
         if case["activation"] == "tanh":
             return torch.tanh(z)

@@ -1,5 +1,5 @@
 // The dense ResNet's sweeps by MGRIT: propagators and the objective/gradient
-// solver (ALGORITHM.md sections 3-4).
+// solver (docs/algorithm.md sections 3-4).
 #include "layerparallel/resnet_mgrit.h"
 
 #include <algorithm>

@@ -146,7 +146,7 @@ double two_norm(const std::vector<double>& E, int n) {
   return std::sqrt(mx);
 }
 
-// Two-level error operator on the N_c C-point errors (ALGORITHM.md section 3).
+// Two-level error operator on the N_c C-point errors (docs/algorithm.md section 3).
 std::vector<double> error_operator(double a, double ac, int m, int nc, bool fcf) {
   const double am = std::pow(a, m);
   std::vector<double> EF(nc * nc, 0.0);

@@ -1,4 +1,4 @@
-// The dense ResNet's forward and adjoint sweeps solved by MGRIT (ALGORITHM.md
+// A residual network's forward and adjoint sweeps solved by MGRIT (docs/algorithm.md
 // sections 3-4): the two propagators (forward steps with injected weights and
 // coarse step size, the adjoint running backwards in layers and linearised
 // about the fine primal states) and the solver that turns them into an
