@@ -1,26 +1,25 @@
-// CUDA kernels of the 3x3 convolutional residual layer and their host launch
-// wrappers. Each __global__ kernel only maps blockIdx/threadIdx/blockDim/gridDim
-// onto the bodies of conv_kernels_impl.h and puts __syncthreads() between their
-// phases; all arithmetic lives in those bodies (tested on the CPU by
+// CUDA kernels of the 3x3 convolutional residual layer and their operations
+// (kernel_ops.h), every launch taken from the operation's plan (launch_plan.h).
+// Each __global__ kernel only maps blockIdx/threadIdx/blockDim/gridDim onto the
+// bodies of conv_kernels_impl.h and puts __syncthreads() between their phases;
+// all arithmetic lives in those bodies (tested on the CPU by
 // tests/cpp/test_conv_harness.cpp).
 #include <cuda_runtime.h>
 
-#include <algorithm>
-#include <stdexcept>
-#include <string>
-
 #include "cuda_check.cuh"
+#include "kernel_ops.h"
+#include "launch.cuh"
 #include "layerparallel/conv_kernels_impl.h"
 #include "layerparallel/cuda.h"
+#include "layerparallel/launch_plan.h"
 
 namespace layerparallel {
 
 namespace {
 
 using kernels::Idx3;
-
-LP_DEVICE inline Idx3 idx3(const uint3& v) { return {static_cast<int>(v.x), static_cast<int>(v.y), static_cast<int>(v.z)}; }
-LP_DEVICE inline Idx3 idx3(const dim3& v) { return {static_cast<int>(v.x), static_cast<int>(v.y), static_cast<int>(v.z)}; }
+using kernels::Launch;
+using kernels::LaunchPlan;
 
 // ------------------------------------------------------------------ kernels
 
@@ -61,80 +60,62 @@ __global__ void replicate_opening_kernel(ConvShape sh, const double* pixels, dou
   kernels::replicate_opening_examples(idx3(blockIdx), idx3(threadIdx), idx3(blockDim), sh, pixels, U0, s);
 }
 
-// ------------------------------------------------------------------ host helpers
+}  // namespace
 
-void require_cuda(const char* what) {
-  if (!cuda_available()) throw std::runtime_error(std::string(what) + " cannot run: " + cuda_status());
-}
+// ------------------------------------------------------------------ operations
 
-void require_shape(const ConvShape& sh) {
+namespace cuda_ops {
+
+void require_conv_shape(const ConvShape& sh) {
   LP_REQUIRE(sh.C >= 1 && sh.H >= 1 && sh.W >= 1,
              "a convolutional layer needs C, H, W >= 1, got " << sh.C << ", " << sh.H << ", " << sh.W);
 }
 
-int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
-
-
-}  // namespace
-
-// ------------------------------------------------------------------ wrappers
-
-void cuda_conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
-                    const double* in, double* out, int s, double* deriv) {
-  require_cuda("cuda_conv_step");
-  require_shape(sh);
-  if (s <= 0) return;
-  const int threads = kernels::kConvThreads;
-  const int blocks = blocks_for(static_cast<long long>(s) * sh.C, threads);
+void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt, const double* in,
+               double* out, int s, double* deriv) {
+  const LaunchPlan p = kernels::plan_conv_step(sh, s);
   with_activation(act, [&](auto A) {
     auto kern = conv_step_kernel<decltype(A)>;
-    LP_CUDA_LAUNCH(kern, blocks, threads, 0, sh, K, bias, dt, in, out, s, deriv);
+    p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, sh, K, bias, dt, in, out, s, deriv); });
   });
 }
 
-void cuda_conv_adjoint_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
-                            const double* u, const double* lam_next, double* lam, int s, const double* deriv) {
-  require_cuda("cuda_conv_adjoint_step");
-  require_shape(sh);
-  if (s <= 0) return;
-  const int threads = kernels::kConvThreads;
-  const int blocks = std::min(blocks_for(s, threads), kernels::kConvMaxBlocks);
-  DeviceBuffer<double> scratch(static_cast<std::size_t>(blocks) * threads * kernels::conv_adjoint_scratch(sh));
+void conv_adjoint(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
+                  const double* u, const double* lam_next, double* lam, int s, const double* deriv) {
+  const LaunchPlan p = kernels::plan_conv_adjoint(s);
+  DeviceBuffer<double> scratch(p.row_threads() * kernels::conv_adjoint_scratch(sh));
   with_activation(act, [&](auto A) {
     auto kern = conv_adjoint_kernel<decltype(A)>;
-    LP_CUDA_LAUNCH(kern, blocks, threads, 0, sh, K, bias, dt, u, deriv, lam_next, lam, s, scratch.data());
+    p.each([&](const Launch& l) {
+      LP_CUDA_LAUNCH_AT(kern, l, sh, K, bias, dt, u, deriv, lam_next, lam, s, scratch.data());
+    });
   });
   // The scratch is freed on return: wait for the kernel that uses it.
   LP_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-void cuda_conv_layer_gradient(Activation act, const ConvShape& sh, const double* K, const double* bias,
-                              const double* u, const double* lam_next, int s, double* gK, double* gb, double gscale,
-                              const double* deriv) {
-  require_cuda("cuda_conv_layer_gradient");
-  require_shape(sh);
-  if (s <= 0) return;
-  const int threads = kernels::kConvGradThreads;
-  const int blocks = std::min(blocks_for(s, threads), kernels::kConvMaxBlocks);
-  DeviceBuffer<double> scratch(static_cast<std::size_t>(blocks) * threads * sh.size());
-  DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * kernels::conv_gradient_len(sh));
+void conv_gradient(Activation act, const ConvShape& sh, const double* K, const double* bias, const double* u,
+                   const double* lam_next, int s, double* gK, double* gb, double gscale, const double* deriv) {
+  const LaunchPlan p = kernels::plan_conv_gradient(s);
+  DeviceBuffer<double> scratch(p.row_threads() * static_cast<std::size_t>(sh.size()));
+  DeviceBuffer<double> partial(p.partial_doubles(kernels::conv_gradient_len(sh)));
   with_activation(act, [&](auto A) {
     auto kern = conv_gradient_kernel<decltype(A)>;
-    LP_CUDA_LAUNCH(kern, blocks, threads, 0, sh, K, bias, u, lam_next, deriv, s, gscale, scratch.data(),
-                   partial.data());
+    p.each([&](const Launch& l) {
+      LP_CUDA_LAUNCH_AT(kern, l, sh, K, bias, u, lam_next, deriv, s, gscale, scratch.data(), partial.data());
+    });
   });
-  const int sum_threads = 128;
-  LP_CUDA_LAUNCH(conv_gradient_sum_kernel, blocks_for(kernels::conv_gradient_out_len(sh), sum_threads), sum_threads,
-                 0, sh, partial.data(), blocks, gK, gb);
+  kernels::plan_conv_gradient_sum(sh).each([&](const Launch& l) {
+    LP_CUDA_LAUNCH_AT(conv_gradient_sum_kernel, l, sh, partial.data(), p.blocks, gK, gb);
+  });
   LP_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-void cuda_replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) {
-  require_cuda("cuda_replicate_opening");
-  require_shape(sh);
-  if (s <= 0) return;
-  const int threads = kernels::kConvThreads;
-  LP_CUDA_LAUNCH(replicate_opening_kernel, blocks_for(s, threads), threads, 0, sh, pixels, U0, s);
+void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) {
+  kernels::plan_replicate_opening(s).each(
+      [&](const Launch& l) { LP_CUDA_LAUNCH_AT(replicate_opening_kernel, l, sh, pixels, U0, s); });
 }
+
+}  // namespace cuda_ops
 
 }  // namespace layerparallel

@@ -1,4 +1,6 @@
-// CUDA kernels of the dense residual layer and their host launch wrappers.
+// CUDA kernels of the dense residual layer and of whole states, and their
+// operations (kernel_ops.h): every launch taken from the operation's plan
+// (launch_plan.h), so EmulatedBackend runs the same launches on the CPU.
 // Each __global__ kernel only maps blockIdx/threadIdx/blockDim/gridDim onto the
 // bodies of dense_kernels_impl.h and puts __syncthreads() between their phases;
 // all arithmetic lives in those bodies (tested on the CPU by
@@ -6,36 +8,24 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <dlfcn.h>
-#include <string>
-#include <stdexcept>
-#include <type_traits>
 #include <vector>
 
 #include "cuda_check.cuh"
+#include "kernel_ops.h"
+#include "launch.cuh"
 #include "layerparallel/cuda.h"
-#include "layerparallel/device_backend.h"
 #include "layerparallel/dense_kernels_impl.h"
+#include "layerparallel/device_backend.h"
+#include "layerparallel/launch_plan.h"
 
 namespace layerparallel {
 
 namespace {
 
 using kernels::Idx3;
-
-LP_DEVICE inline Idx3 idx3(const uint3& v) { return {static_cast<int>(v.x), static_cast<int>(v.y), static_cast<int>(v.z)}; }
-LP_DEVICE inline Idx3 idx3(const dim3& v) { return {static_cast<int>(v.x), static_cast<int>(v.y), static_cast<int>(v.z)}; }
-
-#define LP_KERNEL_INDICES                        \
-  const Idx3 blk = idx3(blockIdx);               \
-  const Idx3 thr = idx3(threadIdx);              \
-  const Idx3 bdim = idx3(blockDim);              \
-  (void)blk;                                     \
-  (void)thr;                                     \
-  (void)bdim
+using kernels::Launch;
+using kernels::LaunchPlan;
 
 // ------------------------------------------------------------------ kernels
 
@@ -211,20 +201,6 @@ __global__ void opening_gradient_kernel(int w, int nf, const double* W, const do
 
 // ------------------------------------------------------------------ host helpers
 
-void require_cuda(const char* what) {
-  if (!cuda_available()) throw std::runtime_error(std::string(what) + " cannot run: " + cuda_status());
-}
-
-void require_width(int w) {
-  LP_REQUIRE(w >= 1 && w <= kernels::kMaxWidth,
-             "the one-thread-per-example CUDA kernels take widths 1.." << kernels::kMaxWidth
-                                                << " (DeviceDenseResNet runs wider layers through cuBLAS), got " << w);
-}
-
-int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
-
-std::size_t shared_bytes(int doubles) { return static_cast<std::size_t>(doubles) * sizeof(double); }
-
 // Compile-time widths for the common narrow layers (state in registers); others run with a runtime width.
 template <class F>
 void dispatch(Activation a, int w, F&& f) {
@@ -239,7 +215,7 @@ void dispatch(Activation a, int w, F&& f) {
 
 // Chains flattened (detail::flatten_chains) and uploaded into one device
 // buffer, which IntervalSteps points into. The buffer must stay alive until the
-// kernel that reads it is done; reusing it is safe on the default stream, whose
+// kernels that read it are done; reusing it is safe on the default stream, whose
 // next copy waits for the kernels before it.
 kernels::IntervalSteps upload_chains(const detail::FlatChains& f, DeviceBuffer<char>& buf) {
   const std::size_t n_start = f.step_start.size(), n_idx = f.idx.size(), n_in = f.in.size(), n_out = f.out.size();
@@ -268,26 +244,59 @@ kernels::IntervalSteps upload_chains(const detail::FlatChains& f, DeviceBuffer<c
   return iv;
 }
 
-// The host-vector form of the free wrappers as chains (pointers into idx and outs).
-std::vector<Propagator::Chain> as_chains(const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
-                                         const std::vector<std::vector<double*>>& outs) {
-  LP_REQUIRE(in.size() == idx.size() && outs.size() == idx.size(),
-             "block propagation needs one start state and one output list per interval, got "
-                 << idx.size() << " index lists, " << in.size() << " start states and " << outs.size()
-                 << " output lists");
-  std::vector<Propagator::Chain> c;
-  for (std::size_t q = 0; q < idx.size(); ++q) {
-    const int count = static_cast<int>(idx[q].size()) - 1;
-    LP_REQUIRE(count >= 1 && static_cast<int>(outs[q].size()) == count,
-               "interval " << q << " needs at least 2 indices and one output per step, got " << idx[q].size()
-                           << " indices and " << outs[q].size() << " outputs");
-    c.push_back({idx[q].data(), count, in[q], outs[q].data(), nullptr});
-  }
-  return c;
+// Adds the per-block partials (nblocks rows of len) in block order into the targets.
+void launch_sum_partials(const double* partial, int nblocks, int len, const kernels::PartialTargets& t) {
+  kernels::plan_sum_partials(len).each(
+      [&](const Launch& l) { LP_CUDA_LAUNCH_AT(sum_partials_kernel, l, partial, nblocks, len, t); });
 }
 
-void launch_block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
-                            const Propagator::Chain* chains, int n, DeviceBuffer<char>& scratch) {
+// A grid-stride tree reduction (plan_tree_reduce) of `kernel` (sumsq_kernel or
+// dot_kernel, called with args..., partial) added into *dst (device) in block order.
+template <class Kernel, class... Args>
+void tree_reduce(std::size_t n, double* dst, Kernel kernel, Args... args) {
+  const LaunchPlan p = kernels::plan_tree_reduce(static_cast<long long>(n));
+  DeviceBuffer<double> partial(p.partial_doubles(1));
+  p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kernel, l, args..., partial.data()); });
+  launch_sum_partials(partial.data(), p.blocks, 1, kernels::scalar_target(dst));
+  LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ operations
+
+namespace cuda_ops {
+
+void require_narrow_width(int w) {
+  LP_REQUIRE(w >= 1 && w <= kernels::kMaxWidth,
+             "the one-thread-per-example CUDA kernels take widths 1.." << kernels::kMaxWidth
+                                                << " (DeviceDenseResNet runs wider layers through cuBLAS), got " << w);
+}
+
+void dense_step(Activation act, int w, const double* K, double b, double dt, const double* in, double* out, int s) {
+  dispatch(act, w, [&](auto A, auto WC) {
+    auto kern = dense_step_kernel<decltype(A), decltype(WC)::value>;
+    kernels::plan_dense_step(w, s).each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, w, K, b, dt, in, out, s); });
+  });
+}
+
+void dense_adjoint(Activation act, int w, const double* K, double b, double dt, const double* u,
+                   const double* lam_next, double* lam, int s, const double* deriv) {
+  const LaunchPlan p = kernels::plan_dense_adjoint(w, s, deriv != nullptr);
+  dispatch(act, w, [&](auto A, auto WC) {
+    constexpr int W = decltype(WC)::value;
+    if (deriv) {
+      auto kern = dense_adjoint_deriv_kernel<W>;
+      p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, w, K, dt, deriv, lam_next, lam, s); });
+    } else {
+      auto kern = dense_adjoint_kernel<decltype(A), W>;
+      p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, w, K, b, dt, u, lam_next, lam, s); });
+    }
+  });
+}
+
+void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
+                     const Propagator::Chain* chains, int n, DeviceBuffer<char>& scratch) {
   const detail::FlatChains f = detail::flatten_chains(chains, n);
   kernels::PropagateArgs a;
   a.w = w;
@@ -296,15 +305,15 @@ void launch_block_propagate(Activation act, int w, int s, double h, const double
   a.K = K;
   a.bias = bias;
   a.iv = upload_chains(f, scratch);
-  const dim3 grid(blocks_for(s, kernels::kStepThreads), n);
+  const LaunchPlan p = kernels::plan_block_propagate(w, s, n);
   dispatch(act, w, [&](auto A, auto WC) {
     auto kern = block_propagate_kernel<decltype(A), decltype(WC)::value>;
-    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_propagate_shared(w)), a);
+    p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, kernels::for_launch(a, l)); });
   });
 }
 
-void launch_block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
-                          const Propagator::Chain* chains, int n, DeviceBuffer<char>& scratch) {
+void block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
+                   const Propagator::Chain* chains, int n, DeviceBuffer<char>& scratch) {
   const detail::FlatChains f = detail::flatten_chains(chains, n);
   kernels::AdjointPropagateArgs a;
   a.w = w;
@@ -315,497 +324,119 @@ void launch_block_adjoint(int w, int s, int layers, double h, const double* K, c
   a.deriv = deriv;
   a.first = first;
   a.iv = upload_chains(f, scratch);
-  const dim3 grid(blocks_for(s, kernels::kStepThreads), n);
+  const LaunchPlan p = kernels::plan_block_adjoint(w, s, n);
   dispatch(Activation::Tanh, w, [&](auto, auto WC) {
     auto kern = block_adjoint_kernel<decltype(WC)::value>;
-    LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::block_adjoint_shared(w)), a);
+    p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, kernels::for_launch(a, l)); });
   });
 }
 
-// Adds the per-block partials (nblocks rows of len) in block order into the targets.
-void launch_sum_partials(const double* partial, int nblocks, int len, const kernels::PartialTargets& t) {
-  const int threads = 128;
-  LP_CUDA_LAUNCH(sum_partials_kernel, blocks_for(len, threads), threads, 0, partial, nblocks, len, t);
-}
-
-}  // namespace
-
-// ------------------------------------------------------------------ wrappers
-
-void cuda_dense_step(Activation act, int w, const double* K, double b, double dt, const double* in, double* out,
-                     int s) {
-  require_cuda("cuda_dense_step");
-  require_width(w);
-  if (s <= 0) return;
-  dispatch(act, w, [&](auto A, auto WC) {
-    auto kern = dense_step_kernel<decltype(A), decltype(WC)::value>;
-    LP_CUDA_LAUNCH(kern, blocks_for(s, kernels::kStepThreads), kernels::kStepThreads,
-                   shared_bytes(kernels::dense_step_shared(w)), w, K, b, dt, in, out, s);
+void layer_derivs(Activation act, const kernels::LayerDerivArgs& a, int count) {
+  const LaunchPlan p = kernels::plan_layer_derivs(a.w, a.s, count);
+  dispatch(act, a.w, [&](auto A, auto WC) {
+    auto kern = layer_derivs_kernel<decltype(A), decltype(WC)::value>;
+    p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, kernels::for_launch(a, l)); });
   });
 }
 
-void cuda_dense_adjoint_step(Activation act, int w, const double* K, double b, double dt, const double* u,
-                             const double* lam_next, double* lam, int s, const double* deriv) {
-  require_cuda("cuda_dense_adjoint_step");
-  require_width(w);
-  if (s <= 0) return;
-  const int blocks = blocks_for(s, kernels::kStepThreads);
-  dispatch(act, w, [&](auto A, auto WC) {
-    constexpr int W = decltype(WC)::value;
-    if (deriv) {
-      auto kern = dense_adjoint_deriv_kernel<W>;
-      LP_CUDA_LAUNCH(kern, blocks, kernels::kStepThreads, shared_bytes(kernels::dense_adjoint_deriv_shared(w)), w, K,
-                     dt, deriv, lam_next, lam, s);
-    } else {
-      auto kern = dense_adjoint_kernel<decltype(A), W>;
-      LP_CUDA_LAUNCH(kern, blocks, kernels::kStepThreads, shared_bytes(kernels::dense_adjoint_shared(w)), w, K, b,
-                     dt, u, lam_next, lam, s);
-    }
-  });
-}
-
-void cuda_block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
-                          const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
-                          const std::vector<std::vector<double*>>& outs) {
-  require_cuda("cuda_block_propagate");
-  require_width(w);
-  if (s <= 0) return;
-  const std::vector<Propagator::Chain> c = as_chains(idx, in, outs);
-  DeviceBuffer<char> scratch;
-  launch_block_propagate(act, w, s, h, K, bias, c.data(), static_cast<int>(c.size()), scratch);
-  // The interval arrays are freed on return: wait for the kernel that reads them.
-  LP_CUDA_CHECK(cudaDeviceSynchronize());
-}
-
-void cuda_block_adjoint_propagate(int w, int s, int layers, double h, const double* K, const double* deriv,
-                                  const std::vector<std::vector<int>>& idx, const std::vector<const double*>& in,
-                                  const std::vector<std::vector<double*>>& outs) {
-  require_cuda("cuda_block_adjoint_propagate");
-  require_width(w);
-  if (s <= 0) return;
-  const std::vector<Propagator::Chain> c = as_chains(idx, in, outs);
-  DeviceBuffer<char> scratch;
-  launch_block_adjoint(w, s, layers, h, K, deriv, 0, c.data(), static_cast<int>(c.size()), scratch);
-  LP_CUDA_CHECK(cudaDeviceSynchronize());
-}
-
-void cuda_layer_gradient(Activation act, int w, const double* K, double b, const double* u, const double* lam_next,
-                         int s, double* gK, double* gb, double gscale, const double* deriv) {
-  require_cuda("cuda_layer_gradient");
-  require_width(w);
-  if (s <= 0) return;
-  const int threads = kernels::kReduceThreads;
-  const int blocks = blocks_for(s, threads);
+void layer_gradient(Activation act, int w, const double* K, double b, const double* u, const double* lam_next,
+                    const double* deriv, int s, double* gK, double* gb, double gscale) {
+  const LaunchPlan p = kernels::plan_layer_gradient(w, s);
   const int len = kernels::layer_gradient_len(w);
-  DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * len);
+  DeviceBuffer<double> partial(p.partial_doubles(len));
   dispatch(act, w, [&](auto A, auto WC) {
     auto kern = layer_gradient_kernel<decltype(A), decltype(WC)::value>;
-    LP_CUDA_LAUNCH(kern, blocks, threads, shared_bytes(kernels::layer_gradient_shared(w, threads)), w, K, b, u,
-                   lam_next, deriv, s, gscale, partial.data());
+    p.each([&](const Launch& l) {
+      LP_CUDA_LAUNCH_AT(kern, l, w, K, b, u, lam_next, deriv, s, gscale, partial.data());
+    });
   });
-  launch_sum_partials(partial.data(), blocks, len, kernels::layer_gradient_targets(w, gK, gb));
-  LP_CUDA_CHECK(cudaDeviceSynchronize());
+  launch_sum_partials(partial.data(), p.blocks, len, kernels::layer_gradient_targets(w, gK, gb));
+  LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
 }
 
-double cuda_classifier_loss(int w, int nc, const double* Wc, const double* mu, const double* U,
-                            const std::int64_t* labels, int s, double scale, std::int64_t* correct, double* lam,
-                            double* gW, double* gmu) {
-  require_cuda("cuda_classifier_loss");
-  kernels::require_classifier_shape(w, nc);
-  if (s <= 0) {
-    if (correct) *correct = 0;
-    return 0.0;
-  }
+double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
+                  int s, double scale, std::int64_t* correct, double* lam, double* gW, double* gmu) {
   const bool grad = gW != nullptr;
-  const int threads = kernels::kReduceThreads;
-  const int blocks = blocks_for(s, threads);
+  const LaunchPlan p = kernels::plan_classifier(nc, s);
   const int len = kernels::classifier_len(w, nc, grad);
-  DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * len), totals(2);
+  DeviceBuffer<double> partial(p.partial_doubles(len)), totals(2);
   totals.zero();
-  LP_CUDA_LAUNCH(classifier_kernel, blocks, threads, shared_bytes(kernels::classifier_shared(nc, threads)), w, nc,
-                 Wc, mu, U, labels, s, scale, lam, grad, partial.data());
-  launch_sum_partials(partial.data(), blocks, len, kernels::classifier_targets(w, nc, totals.data(), gW, gmu));
+  p.each([&](const Launch& l) {
+    LP_CUDA_LAUNCH_AT(classifier_kernel, l, w, nc, Wc, mu, U, labels, s, scale, lam, grad, partial.data());
+  });
+  launch_sum_partials(partial.data(), p.blocks, len, kernels::classifier_targets(w, nc, totals.data(), gW, gmu));
   double host[2];
   totals.download(host, 2);  // synchronises
   if (correct) *correct = static_cast<std::int64_t>(host[1]);
   return host[0];
 }
 
-namespace {
-// sum_k (a_k - b_k)^2 on the device, returned to the host (synchronises).
-double device_sumsq(const double* a, const double* b, std::size_t n) {
+void dense_opening(Activation act, int w, int nf, const double* W, const double* b, const double* X, double* U0,
+                   int s) {
+  dispatch(act, 0, [&](auto A, auto) {
+    auto kern = opening_kernel<decltype(A)>;
+    kernels::plan_dense_opening(s).each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, w, nf, W, b, X, U0, s); });
+  });
+}
+
+void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b, const double* X,
+                            const double* lam0, int s, double* gW, double* gb) {
+  const LaunchPlan p = kernels::plan_opening_gradient(w, s);
+  const int len = kernels::opening_gradient_len(w, nf);
+  DeviceBuffer<double> partial(p.partial_doubles(len));
+  dispatch(act, 0, [&](auto A, auto) {
+    auto kern = opening_gradient_kernel<decltype(A)>;
+    p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, w, nf, W, b, X, lam0, s, partial.data()); });
+  });
+  launch_sum_partials(partial.data(), p.blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
+  LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
+}
+
+double sum_sq(const double* a, const double* b, std::size_t n) {
   if (n == 0) return 0.0;
-  const int threads = 256;
-  const long long needed = (static_cast<long long>(n) + threads - 1) / threads;
-  const int blocks = static_cast<int>(std::min<long long>(needed, kernels::kNormMaxBlocks));
-  DeviceBuffer<double> partial(blocks), total(1);
+  DeviceBuffer<double> total(1);
   total.zero();
-  LP_CUDA_LAUNCH(sumsq_kernel, blocks, threads, shared_bytes(threads), a, b, static_cast<long long>(n),
-                 partial.data());
-  launch_sum_partials(partial.data(), blocks, 1, kernels::scalar_target(total.data()));
+  tree_reduce(n, total.data(), sumsq_kernel, a, b, static_cast<long long>(n));
   double host = 0.0;
   total.download(&host, 1);
   return host;
 }
-}  // namespace
 
-double cuda_residual_norm(const double* a, const double* b, std::size_t n) {
-  require_cuda("cuda_residual_norm");
-  return std::sqrt(device_sumsq(a, b, n));
+void sum_sq_batch(const double* const* a, const double* const* b, int count, std::size_t n, double* out) {
+  // Row q reduces a[q] - b[q] over the same blocks as sum_sq, then sum_rows adds each row.
+  const LaunchPlan p = kernels::plan_tree_reduce(static_cast<long long>(n), count);
+  DeviceBuffer<double> partial(p.partial_doubles(1));
+  p.each([&](const Launch& l) {
+    LP_CUDA_LAUNCH_AT(sumsq_batch_kernel, l, kernels::rows_from(a, l), kernels::rows_from(b, l),
+                      static_cast<long long>(n), kernels::partial_rows_for_launch(partial.data(), l));
+  });
+  kernels::plan_sum_rows(count).each(
+      [&](const Launch& l) { LP_CUDA_LAUNCH_AT(sum_rows_kernel, l, partial.data(), count, p.blocks, out); });
+  LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
 }
 
-// ------------------------------------------------------------------ cuBLAS, loaded at run time
-// The wide layers' GEMMs call cuBLAS. It is opened with dlopen on first use
-// rather than linked, so a build needs no cuBLAS (this machine's toolkit has
-// none) and a GPU machine uses its own (the CUDA toolkit's, or the
-// nvidia-cublas wheel's, found through LD_LIBRARY_PATH or LP_CUBLAS_LIBRARY).
-// The declarations are cuBLAS's documented C API (cublas_api.h, CUDA 12/13).
-
-namespace {
-
-struct CublasApi {
-  using Handle = void*;  // cublasHandle_t (struct cublasContext*)
-  int (*create)(Handle*) = nullptr;
-  int (*destroy)(Handle) = nullptr;
-  int (*dgemm)(Handle, int, int, int, int, int, const double*, const double*, int, const double*, int,
-               const double*, double*, int) = nullptr;
-  int (*dgemm_batched)(Handle, int, int, int, int, int, const double*, const double* const*, int,
-                       const double* const*, int, const double*, double* const*, int, int) = nullptr;
-  std::string error;  // why cuBLAS cannot be used (empty when it can)
-};
-
-constexpr int kCublasOpN = 0, kCublasOpT = 1;  // CUBLAS_OP_N, CUBLAS_OP_T
-
-CublasApi load_cublas() {
-  CublasApi api;
-  std::vector<std::string> names;
-  if (const char* env = std::getenv("LP_CUBLAS_LIBRARY")) names.push_back(env);
-  names.push_back("libcublas.so." + std::to_string(CUDART_VERSION / 1000));
-  names.push_back("libcublas.so");
-  void* lib = nullptr;
-  for (const std::string& n : names)
-    if ((lib = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
-  if (lib == nullptr) {
-    api.error = "cuBLAS was not found (tried " + names.front() + (names.size() > 1 ? ", " + names[1] : "") +
-                "; install the CUDA toolkit or `pip install nvidia-cublas`, or set LP_CUBLAS_LIBRARY to the "
-                "library's path)";
-    return api;
-  }
-  api.create = reinterpret_cast<decltype(api.create)>(dlsym(lib, "cublasCreate_v2"));
-  api.destroy = reinterpret_cast<decltype(api.destroy)>(dlsym(lib, "cublasDestroy_v2"));
-  api.dgemm = reinterpret_cast<decltype(api.dgemm)>(dlsym(lib, "cublasDgemm_v2"));
-  api.dgemm_batched = reinterpret_cast<decltype(api.dgemm_batched)>(dlsym(lib, "cublasDgemmBatched"));
-  if (!api.create || !api.destroy || !api.dgemm || !api.dgemm_batched) {
-    api.error = "the cuBLAS library found lacks cublasCreate_v2 / cublasDgemm_v2 / cublasDgemmBatched";
-    return api;
-  }
-  return api;  // the library is never closed
+void elementwise(const kernels::ElementArgs& e) {
+  kernels::plan_elementwise(e.n).each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(elementwise_kernel, l, e); });
 }
 
-// The function table, loaded once per process (handles are per backend: a
-// cuBLAS handle must not be used by two host threads at once).
-const CublasApi& cublas() {
-  static const CublasApi api = load_cublas();
-  if (!api.error.empty())
-    throw std::runtime_error("layers wider than 32 (and the dense opening of networks wider than 32) on the GPU "
-                             "need cuBLAS: " + api.error);
-  return api;
+void elementwise_batch(const kernels::ElementBatchArgs& e, int count) {
+  kernels::plan_elementwise(e.n, count).each(
+      [&](const Launch& l) { LP_CUDA_LAUNCH_AT(elementwise_batch_kernel, l, kernels::for_launch(e, l)); });
 }
 
-void check_cublas(int status, const char* what) {
-  if (status != 0) throw std::runtime_error(std::string(what) + " failed with cuBLAS status " + std::to_string(status));
+void wide_epilogue(Activation act, const kernels::WideArgs& a, int count) {
+  const LaunchPlan p = kernels::plan_wide_epilogue(a.w, a.s, count);
+  dispatch(act, 0, [&](auto A, auto) {
+    auto kern = wide_epilogue_kernel<decltype(A)>;
+    p.each([&](const Launch& l) { LP_CUDA_LAUNCH_AT(kern, l, kernels::for_launch(a, l)); });
+  });
 }
 
-}  // namespace
-
-// ------------------------------------------------------------------ the device backend
-
-namespace {
-
-class CudaBackend final : public DeviceBackend {
- public:
-  ~CudaBackend() override {
-    if (handle_) cublas().destroy(handle_);  // created only after cublas() succeeded
-  }
-  std::string name() const override { return "cuda"; }
-
-  double* allocate(std::size_t n) override {
-    auto* p = static_cast<double*>(detail::cuda_malloc(n * sizeof(double)));
-    detail::cuda_memset_zero(p, n * sizeof(double));
-    return p;
-  }
-  void release(double* p) noexcept override { detail::cuda_free(p); }
-  void* allocate_bytes(std::size_t bytes) override { return detail::cuda_malloc(std::max<std::size_t>(bytes, 1)); }
-  void release_bytes(void* p) noexcept override { detail::cuda_free(p); }
-  void upload_bytes(void* dst, const void* src, std::size_t bytes) override {
-    if (bytes > 0) detail::cuda_copy_to_device(dst, src, bytes);
-  }
-  void upload(double* dst, const double* src, std::size_t n) override {
-    if (n > 0) detail::cuda_copy_to_device(dst, src, n * sizeof(double));
-  }
-  void download(double* dst, const double* src, std::size_t n) const override {
-    if (n > 0) detail::cuda_copy_to_host(dst, src, n * sizeof(double));
-  }
-  void copy(double* dst, const double* src, std::size_t n) override {
-    if (dst != src && n > 0) LP_CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(double), cudaMemcpyDeviceToDevice));
-  }
-  void zero(double* dst, std::size_t n) override {
-    if (n > 0) detail::cuda_memset_zero(dst, n * sizeof(double));
-  }
-  void add(double* dst, const double* a, std::size_t n) override { element({kernels::ElementOp::Add, dst, a, nullptr, ll(n)}); }
-  void sum(double* dst, const double* a, const double* b, std::size_t n) override {
-    element({kernels::ElementOp::Sum, dst, a, b, ll(n)});
-  }
-  void fas(double* g, const double* gf, const double* p, std::size_t n) override {
-    element({kernels::ElementOp::Fas, g, gf, p, ll(n)});
-  }
-  void sum_batch(double* const* dst, const double* const* a, const double* const* b, int count,
-                 std::size_t n) override {
-    element_batch(kernels::ElementOp::Sum, dst, a, b, count, n);
-  }
-  void fas_batch(double* const* g, const double* const* gf, const double* const* p, int count,
-                 std::size_t n) override {
-    element_batch(kernels::ElementOp::Fas, g, gf, p, count, n);
-  }
-  double sum_sq_diff(const double* a, const double* b, std::size_t n) const override { return device_sumsq(a, b, n); }
-  void synchronize() override { LP_CUDA_CHECK(cudaDeviceSynchronize()); }
-
-  void sum_sq_diff_batch(const double* const* a, const double* const* b, int count, std::size_t n,
-                         double* out) const override {
-    if (count <= 0) return;
-    if (n == 0) {
-      std::fill(out, out + count, 0.0);
-      return;
-    }
-    const int threads = 256;
-    const int blocks = static_cast<int>(std::min<long long>((ll(n) + threads - 1) / threads, kernels::kNormMaxBlocks));
-    for (int q0 = 0; q0 < count; q0 += 65535) {
-      const int c = std::min(count - q0, 65535);
-      std::vector<const double*> host(2 * static_cast<std::size_t>(c));
-      std::copy_n(a + q0, c, host.begin());
-      std::copy_n(b + q0, c, host.begin() + c);  // null entries stay null: the norm of a[q]
-      DeviceBuffer<const double*> ptrs(host);
-      DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * c), totals(c);
-      LP_CUDA_LAUNCH(sumsq_batch_kernel, dim3(blocks, c), threads, shared_bytes(threads), ptrs.data(),
-                     ptrs.data() + c, ll(n), partial.data());
-      LP_CUDA_LAUNCH(sum_rows_kernel, blocks_for(c, 128), 128, 0, partial.data(), c, blocks, totals.data());
-      totals.download(out + q0, c);  // synchronises before the buffers are freed
-    }
-  }
-
-  void block_propagate(Activation act, int w, int s, double h, const double* K, const double* bias,
-                       const Propagator::Chain* chains, int n) override {
-    require_width(w);
-    if (s > 0) launch_block_propagate(act, w, s, h, K, bias, chains, n, scratch_);
-  }
-  void block_adjoint(int w, int s, int layers, double h, const double* K, const double* deriv, int first,
-                     const Propagator::Chain* chains, int n) override {
-    require_width(w);
-    if (s > 0) launch_block_adjoint(w, s, layers, h, K, deriv, first, chains, n, scratch_);
-  }
-  void layer_derivs(Activation act, int w, int s, const double* K, const double* bias, int first, int count,
-                    const double* const* u, double* deriv) override {
-    require_width(w);
-    if (s <= 0 || count <= 0) return;
-    LP_REQUIRE(count <= 65535, "one launch takes at most 65535 layers, got " << count);
-    const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(double*);
-    if (ptrs_.size() < bytes) ptrs_ = DeviceBuffer<char>(bytes);
-    ptrs_.upload(reinterpret_cast<const char*>(u), bytes);
-    kernels::LayerDerivArgs a;
-    a.w = w;
-    a.s = s;
-    a.first = first;
-    a.K = K;
-    a.bias = bias;
-    a.u = reinterpret_cast<const double* const*>(ptrs_.data());
-    a.deriv = deriv;
-    const dim3 grid(blocks_for(s, kernels::kStepThreads), count);
-    dispatch(act, w, [&](auto A, auto WC) {
-      auto kern = layer_derivs_kernel<decltype(A), decltype(WC)::value>;
-      LP_CUDA_LAUNCH(kern, grid, kernels::kStepThreads, shared_bytes(kernels::layer_derivs_shared(w)), a);
-    });
-  }
-  void layer_gradient(int w, int s, const double* u, const double* lam_next, const double* deriv, double* gK,
-                      double* gb, double gscale) override {
-    // With deriv given the activation, K and b are not read.
-    cuda_layer_gradient(Activation::Tanh, w, nullptr, 0.0, u, lam_next, s, gK, gb, gscale, deriv);
-  }
-  double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
-                    int s, double scale, std::int64_t* correct, double* lam, double* gW, double* gmu) override {
-    return cuda_classifier_loss(w, nc, Wc, mu, U, labels, s, scale, correct, lam, gW, gmu);
-  }
-
-  void dense_opening(Activation act, int w, int nf, const double* W, const double* b, const double* X, double* U0,
-                     int s) override {
-    if (s <= 0) return;
-    dispatch(act, 0, [&](auto A, auto) {
-      auto kern = opening_kernel<decltype(A)>;
-      LP_CUDA_LAUNCH(kern, blocks_for(s, kernels::kStepThreads), kernels::kStepThreads, 0, w, nf, W, b, X, U0, s);
-    });
-  }
-
-  void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b, const double* X,
-                              const double* lam0, int s, double* gW, double* gb) override {
-    if (s <= 0) return;
-    const int threads = kernels::kReduceThreads;
-    const int blocks = blocks_for(s, threads);
-    const int len = kernels::opening_gradient_len(w, nf);
-    DeviceBuffer<double> partial(static_cast<std::size_t>(blocks) * len);
-    dispatch(act, 0, [&](auto A, auto) {
-      auto kern = opening_gradient_kernel<decltype(A)>;
-      LP_CUDA_LAUNCH(kern, blocks, threads, shared_bytes(kernels::opening_gradient_shared(w, threads)), w, nf, W, b,
-                     X, lam0, s, partial.data());
-    });
-    launch_sum_partials(partial.data(), blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
-    LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
-  }
-
-  void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
-                 const double* in, double* out, int s, double* deriv) override {
-    cuda_conv_step(act, sh, K, bias, dt, in, out, s, deriv);
-  }
-  void conv_adjoint(const ConvShape& sh, const double* K, double dt, const double* deriv, const double* lam_next,
-                    double* lam, int s) override {
-    // With deriv given the activation, u and the bias are not read (lam_next stands in for u).
-    cuda_conv_adjoint_step(Activation::Tanh, sh, K, nullptr, dt, lam_next, lam_next, lam, s, deriv);
-  }
-  void conv_gradient(const ConvShape& sh, const double* u, const double* lam_next, const double* deriv, int s,
-                     double* gK, double* gb, double gscale) override {
-    cuda_conv_layer_gradient(Activation::Tanh, sh, nullptr, nullptr, u, lam_next, s, gK, gb, gscale, deriv);
-  }
-  void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) override {
-    cuda_replicate_opening(sh, pixels, U0, s);
-  }
-
-  void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
-                    const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) override {
-    if (batch <= 0) return;
-    const CublasApi& api = cublas();
-    if (handle_ == nullptr) check_cublas(api.create(&handle_), "cublasCreate");
-    const int opa = ta ? kCublasOpT : kCublasOpN, opb = tb ? kCublasOpT : kCublasOpN;
-    if (batch == 1) {
-      check_cublas(api.dgemm(handle_, opa, opb, m, n, k, &alpha, A[0], lda, B[0], ldb, &beta, C[0], ldc),
-                   "cublasDgemm");
-      return;
-    }
-    // The pointer arrays go to the device (one buffer: A, B, C).
-    const std::size_t bytes = 3 * static_cast<std::size_t>(batch) * sizeof(double*);
-    std::vector<const double*> host(3 * static_cast<std::size_t>(batch));
-    std::copy_n(A, batch, host.begin());
-    std::copy_n(B, batch, host.begin() + batch);
-    for (int q = 0; q < batch; ++q) host[2 * batch + q] = C[q];
-    if (gemm_ptrs_.size() < bytes) gemm_ptrs_ = DeviceBuffer<char>(bytes);
-    gemm_ptrs_.upload(reinterpret_cast<const char*>(host.data()), bytes);
-    auto* d = reinterpret_cast<const double* const*>(gemm_ptrs_.data());
-    check_cublas(api.dgemm_batched(handle_, opa, opb, m, n, k, &alpha, d, lda, d + batch, ldb, &beta,
-                                   const_cast<double* const*>(d + 2 * batch), ldc, batch),
-                 "cublasDgemmBatched");
-  }
-
-  void wide_epilogue(Activation act, int w, int s, const WideBatch& wb) override {
-    const int count = static_cast<int>(wb.out.size() ? wb.out.size() : wb.z.size());
-    if (count == 0 || s <= 0) return;
-    LP_REQUIRE(count <= 65535, "one epilogue launch takes at most 65535 entries, got " << count);
-    // Seven arrays of `count` 8-byte entries (pointers and dt), empty ones left out.
-    const std::size_t c = static_cast<std::size_t>(count);
-    std::vector<char> host(7 * c * 8);
-    auto put = [&](int slot, const void* src, std::size_t n) -> bool {
-      if (n == 0) return false;
-      std::memcpy(host.data() + slot * c * 8, src, c * 8);
-      return true;
-    };
-    const bool ha = put(0, wb.a.data(), wb.a.size()), hb = put(1, wb.b.data(), wb.b.size()),
-               hz = put(2, wb.z.data(), wb.z.size()), ho = put(3, wb.out.data(), wb.out.size()),
-               hr = put(4, wb.rhs.data(), wb.rhs.size()), hd = put(5, wb.dt.data(), wb.dt.size()),
-               hbias = put(6, wb.bias.data(), wb.bias.size());
-    if (epi_.size() < host.size()) epi_ = DeviceBuffer<char>(host.size());
-    epi_.upload(host.data(), host.size());
-    char* d = epi_.data();
-    auto at = [&](int slot) { return d + slot * c * 8; };
-    kernels::WideArgs a;
-    a.op = wb.op;
-    a.w = w;
-    a.s = s;
-    a.a = ha ? reinterpret_cast<const double* const*>(at(0)) : nullptr;
-    a.b = hb ? reinterpret_cast<const double* const*>(at(1)) : nullptr;
-    a.z = hz ? reinterpret_cast<double* const*>(at(2)) : nullptr;
-    a.out = ho ? reinterpret_cast<double* const*>(at(3)) : nullptr;
-    a.rhs = hr ? reinterpret_cast<const double* const*>(at(4)) : nullptr;
-    a.dt = hd ? reinterpret_cast<const double*>(at(5)) : nullptr;
-    a.bias = hbias ? reinterpret_cast<const double* const*>(at(6)) : nullptr;
-    const int threads = 256;
-    const int blocks = static_cast<int>(std::min<long long>((static_cast<long long>(s) * w + threads - 1) / threads, 1024));
-    const dim3 grid(blocks, count);
-    dispatch(act, 0, [&](auto A, auto) {
-      auto kern = wide_epilogue_kernel<decltype(A)>;
-      LP_CUDA_LAUNCH(kern, grid, threads, 0, a);
-    });
-  }
-
-  void dot_accumulate(const double* a, const double* b, std::size_t n, double scale, double* dst) override {
-    if (n == 0) return;
-    const int threads = 256;
-    const int blocks = static_cast<int>(std::min<long long>((ll(n) + threads - 1) / threads, kernels::kNormMaxBlocks));
-    DeviceBuffer<double> partial(blocks);
-    LP_CUDA_LAUNCH(dot_kernel, blocks, threads, shared_bytes(threads), a, b, ll(n), scale, partial.data());
-    launch_sum_partials(partial.data(), blocks, 1, kernels::scalar_target(dst));
-    LP_CUDA_CHECK(cudaDeviceSynchronize());  // `partial` is freed on return
-  }
-
- private:
-  static long long ll(std::size_t n) { return static_cast<long long>(n); }
-  // One launch per 65535 entries; the three pointer arrays go up in one copy.
-  void element_batch(kernels::ElementOp op, double* const* dst, const double* const* a, const double* const* b,
-                     int count, std::size_t n) {
-    if (n == 0) return;
-    for (int q0 = 0; q0 < count; q0 += 65535) {
-      const int c = std::min(count - q0, 65535);
-      std::vector<const double*> host(3 * static_cast<std::size_t>(c));
-      for (int q = 0; q < c; ++q) {
-        host[q] = dst[q0 + q];
-        host[c + q] = a[q0 + q];
-        host[2 * c + q] = b[q0 + q];
-      }
-      const std::size_t bytes = host.size() * sizeof(double*);
-      if (batch_ptrs_.size() < bytes) batch_ptrs_ = DeviceBuffer<char>(bytes);
-      batch_ptrs_.upload(reinterpret_cast<const char*>(host.data()), bytes);
-      auto* d = reinterpret_cast<const double* const*>(batch_ptrs_.data());
-      kernels::ElementBatchArgs e;
-      e.op = op;
-      e.dst = reinterpret_cast<double* const*>(batch_ptrs_.data());
-      e.a = d + c;
-      e.b = d + 2 * c;
-      e.n = ll(n);
-      const int threads = 256;
-      const dim3 grid(static_cast<unsigned>(std::min<long long>((e.n + threads - 1) / threads, 1024)),
-                      static_cast<unsigned>(c));
-      LP_CUDA_LAUNCH(elementwise_batch_kernel, grid, threads, 0, e);
-    }
-  }
-
-  void element(const kernels::ElementArgs& e) {
-    if (e.n <= 0) return;
-    const int threads = 256;
-    const int blocks = static_cast<int>(std::min<long long>((e.n + threads - 1) / threads, 1024));
-    LP_CUDA_LAUNCH(elementwise_kernel, blocks, threads, 0, e);
-  }
-  DeviceBuffer<char> scratch_;  // chain arrays of the last block launch
-  DeviceBuffer<char> ptrs_;     // state pointers of the last layer_derivs launch
-  DeviceBuffer<char> gemm_ptrs_;  // pointer arrays of the last batched GEMM
-  DeviceBuffer<char> batch_ptrs_;  // pointer arrays of the last batched state operation
-  CublasApi::Handle handle_ = nullptr;  // this backend's cuBLAS handle (created on first use)
-  DeviceBuffer<char> epi_;        // argument arrays of the last wide epilogue
-};
-
-}  // namespace
-
-std::unique_ptr<DeviceBackend> make_cuda_backend() {
-  require_cuda("the CUDA device backend");
-  // One device per process (launches come from the thread that built the backend).
-  int count = 0;
-  LP_CUDA_CHECK(cudaGetDeviceCount(&count));
-  LP_CUDA_CHECK(cudaSetDevice(pick_cuda_device(count)));
-  return std::make_unique<CudaBackend>();
+void dot_accumulate(const double* a, const double* b, std::size_t n, double scale, double* dst) {
+  if (n == 0) return;
+  tree_reduce(n, dst, dot_kernel, a, b, static_cast<long long>(n), scale);
 }
+
+}  // namespace cuda_ops
 
 }  // namespace layerparallel

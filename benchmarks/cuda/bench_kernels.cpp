@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "layerparallel/cuda.h"
+#include "layerparallel/device_backend.h"
 #include "layerparallel/device_solver.h"
 #include "../bench_util.h"
 

@@ -175,7 +175,6 @@ class DeviceOps final : public Backend {
   static bool wide(const DenseLayers& L) { return L.w > kernels::kMaxWidth; }
   static const double* Kn(const DenseLayers& L, int n) { return L.K + static_cast<std::size_t>(n) * L.w * L.w; }
 
-  // Chains split into launches of at most kMaxLaunchRows (grid.y).
   void forward(const DenseLayers& L, const Propagator::Chain* chains, int n, int s);
   void adjoint(const DenseLayers& L, const Propagator::Chain* chains, int n, int s, const double* derivs, int first);
   void wide_forward(const DenseLayers& L, const Propagator::Chain* chains, int n, int s);
@@ -188,27 +187,20 @@ class DeviceOps final : public Backend {
   const double* features_of_ = nullptr;
 };
 
-constexpr int kMaxLaunchRows = 65535;
-
+// Any number of chains: the device splits its launches (launch_plan.h).
 void DeviceOps::forward(const DenseLayers& L, const Propagator::Chain* chains, int n, int s) {
-  for (int q0 = 0; q0 < n; q0 += kMaxLaunchRows) {
-    const int c = std::min(n - q0, kMaxLaunchRows);
-    if (wide(L))
-      wide_forward(L, chains + q0, c, s);
-    else
-      dev_->block_propagate(L.act, L.w, s, L.h, L.K, L.bias, chains + q0, c);
-  }
+  if (wide(L))
+    wide_forward(L, chains, n, s);
+  else
+    dev_->block_propagate(L.act, L.w, s, L.h, L.K, L.bias, chains, n);
 }
 
 void DeviceOps::adjoint(const DenseLayers& L, const Propagator::Chain* chains, int n, int s, const double* derivs,
                         int first) {
-  for (int q0 = 0; q0 < n; q0 += kMaxLaunchRows) {
-    const int c = std::min(n - q0, kMaxLaunchRows);
-    if (wide(L))
-      wide_adjoint(L, chains + q0, c, s, derivs, first);
-    else
-      dev_->block_adjoint(L.w, s, L.layers, L.h, L.K, derivs, first, chains + q0, c);
-  }
+  if (wide(L))
+    wide_adjoint(L, chains, n, s, derivs, first);
+  else
+    dev_->block_adjoint(L.w, s, L.layers, L.h, L.K, derivs, first, chains, n);
 }
 
 // The dense opening: one thread per example for narrow networks; for wide ones

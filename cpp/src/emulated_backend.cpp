@@ -1,6 +1,7 @@
-// The "emulator" device: the CUDA kernels' bodies run on the CPU over the same
-// launch grids, block sizes, shared-memory sizes and phases as CudaBackend
-// (cuda/dense_kernels.cu) launches them, on host memory. Slow (one thread at a
+// The "emulator" device: the CUDA kernels' bodies run on the CPU over the very
+// launches CudaBackend (cuda/cuda_backend.cu) makes, taken from the same plans
+// (launch_plan.h: grids, block and shared-memory sizes, large batches split into
+// several launches), with the same phases, on host memory. Slow (one thread at a
 // time), exact in what it computes: it is how device-resident training is
 // tested on machines without a GPU.
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "layerparallel/conv_kernels_impl.h"
 #include "layerparallel/device_backend.h"
 #include "layerparallel/grid_emulator.h"
+#include "layerparallel/launch_plan.h"
 #include "layerparallel/macros.h"
 
 namespace layerparallel {
@@ -19,7 +21,7 @@ namespace layerparallel {
 namespace detail {
 
 FlatChains flatten_chains(const Propagator::Chain* chains, int n) {
-  LP_REQUIRE(n >= 1 && n <= 65535, "block propagation needs 1..65535 chains, got " << n);
+  LP_REQUIRE(n >= 1, "block propagation needs at least one chain, got " << n);
   FlatChains f;
   for (int q = 0; q < n; ++q) {
     const Propagator::Chain& c = chains[q];
@@ -42,10 +44,10 @@ FlatChains flatten_chains(const Propagator::Chain* chains, int n) {
 namespace {
 
 using emu::Block;
-using emu::run_grid;
+using emu::run_launch;
 using kernels::Idx3;
-
-int blocks_for(long long n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
+using kernels::Launch;
+using kernels::LaunchPlan;
 
 // The compile-time widths the CUDA dispatcher instantiates (8, 16, 32; 0 = any).
 template <class F>
@@ -110,19 +112,28 @@ class EmulatedBackend final : public DeviceBackend {
       std::fill(out, out + count, 0.0);
       return;
     }
-    const int threads = 256;
-    const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
-    const Idx3 bd{threads, 1, 1}, grid{blocks, count, 1};
-    std::vector<double> partial(static_cast<std::size_t>(blocks) * count);
-    run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_load(blk, t, bd, grid, a[blk.y], b[blk.y], ll(n), sh); });
-      for (int stride = threads / 2; stride > 0; stride /= 2)
-        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
-      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_batch_store(blk, t, grid, sh, partial.data()); });
+    // Row q reduces a[q] - b[q] over the same blocks as sum_sq_diff, then sum_rows adds each row.
+    const LaunchPlan p = kernels::plan_tree_reduce(ll(n), count);
+    std::vector<double> partial(p.partial_doubles(1));
+    p.each([&](const Launch& l) {
+      const double* const* la = kernels::rows_from(a, l);
+      const double* const* lb = kernels::rows_from(b, l);
+      double* lpart = kernels::partial_rows_for_launch(partial.data(), l);
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::sumsq_load(blk, t, l.block, l.grid, la[blk.y], lb[blk.y], ll(n), sh);
+        });
+        for (int stride = l.block.x / 2; stride > 0; stride /= 2)
+          B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
+        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_batch_store(blk, t, l.grid, sh, lpart); });
+      });
     });
-    const Idx3 sbd{128, 1, 1}, sgrid{blocks_for(count, 128), 1, 1};
-    run_grid(sgrid, sbd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double*) { kernels::sum_rows(blk, t, sbd, partial.data(), count, blocks, out); });
+    kernels::plan_sum_rows(count).each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::sum_rows(blk, t, l.block, partial.data(), count, p.blocks, out);
+        });
+      });
     });
   }
 
@@ -149,12 +160,13 @@ class EmulatedBackend final : public DeviceBackend {
     a.iv = view(f);
     with_activation(act, [&](auto A) {
       with_width(w, [&](auto WC) {
-        run_block_chains(a.iv, w, s, n, kernels::block_propagate_shared(w),
-                         [&](int k, Idx3 blk, Idx3 t, Idx3 bd, double* sh) {
-                           kernels::block_propagate_load(k, blk, t, bd, a, sh);
+        run_block_chains(kernels::plan_block_propagate(w, s, n), a,
+                         [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const kernels::PropagateArgs& la, double* sh) {
+                           kernels::block_propagate_load(k, blk, t, bd, la, sh);
                          },
-                         [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const double* sh, double* cur) {
-                           kernels::block_propagate_step<decltype(A), decltype(WC)::value>(k, blk, t, bd, a, sh, cur);
+                         [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const kernels::PropagateArgs& la, const double* sh,
+                             double* cur) {
+                           kernels::block_propagate_step<decltype(A), decltype(WC)::value>(k, blk, t, bd, la, sh, cur);
                          });
       });
     });
@@ -175,12 +187,13 @@ class EmulatedBackend final : public DeviceBackend {
     a.first = first;
     a.iv = view(f);
     with_width(w, [&](auto WC) {
-      run_block_chains(a.iv, w, s, n, kernels::block_adjoint_shared(w),
-                       [&](int k, Idx3 blk, Idx3 t, Idx3 bd, double* sh) {
-                         kernels::block_adjoint_load(k, blk, t, bd, a, sh);
+      run_block_chains(kernels::plan_block_adjoint(w, s, n), a,
+                       [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const kernels::AdjointPropagateArgs& la, double* sh) {
+                         kernels::block_adjoint_load(k, blk, t, bd, la, sh);
                        },
-                       [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const double* sh, double* cur) {
-                         kernels::block_adjoint_step<decltype(WC)::value>(k, blk, t, bd, a, sh, cur);
+                       [&](int k, Idx3 blk, Idx3 t, Idx3 bd, const kernels::AdjointPropagateArgs& la,
+                           const double* sh, double* cur) {
+                         kernels::block_adjoint_step<decltype(WC)::value>(k, blk, t, bd, la, sh, cur);
                        });
     });
   }
@@ -197,13 +210,17 @@ class EmulatedBackend final : public DeviceBackend {
     a.bias = bias;
     a.u = u;
     a.deriv = deriv;
-    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), count, 1};
     with_activation(act, [&](auto A) {
       with_width(w, [&](auto WC) {
         constexpr int W = decltype(WC)::value;
-        run_grid(grid, bd, kernels::layer_derivs_shared(w), 0, false, [&](Idx3 blk, Block& B) {
-          B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_derivs_load(blk, t, bd, a, sh); });
-          B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_derivs_compute<decltype(A), W>(blk, t, bd, a, sh); });
+        kernels::plan_layer_derivs(w, s, count).each([&](const Launch& l) {
+          const kernels::LayerDerivArgs la = kernels::for_launch(a, l);
+          run_launch(l, 0, [&](Idx3 blk, Block& B) {
+            B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_derivs_load(blk, t, l.block, la, sh); });
+            B.phase([&](Idx3 t, double* sh, double*) {
+              kernels::layer_derivs_compute<decltype(A), W>(blk, t, l.block, la, sh);
+            });
+          });
         });
       });
     });
@@ -213,25 +230,26 @@ class EmulatedBackend final : public DeviceBackend {
                       double* gb, double gscale) override {
     require_width(w);
     if (s <= 0) return;
-    const int threads = kernels::kReduceThreads;
-    const int blocks = blocks_for(s, threads);
+    const LaunchPlan p = kernels::plan_layer_gradient(w, s);
     const int len = kernels::layer_gradient_len(w);
-    std::vector<double> partial(static_cast<std::size_t>(blocks) * len);
-    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    std::vector<double> partial(p.partial_doubles(len));
     // With deriv given, the activation and K are not read (TanhAct is a placeholder).
     with_width(w, [&](auto WC) {
       constexpr int W = decltype(WC)::value;
-      run_grid(grid, bd, kernels::layer_gradient_shared(w, threads), 0, false, [&](Idx3 blk, Block& B) {
-        B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_gradient_load(t, bd, w, nullptr, deriv, sh); });
-        B.phase([&](Idx3 t, double* sh, double*) {
-          kernels::layer_gradient_rows<TanhAct, W>(blk, t, bd, w, 0.0, u, lam_next, deriv, s, sh);
-        });
-        B.phase([&](Idx3 t, double* sh, double*) {
-          kernels::layer_gradient_entries(blk, t, bd, w, u, s, gscale, sh, partial.data());
+      p.each([&](const Launch& l) {
+        const Idx3 bd = l.block;
+        run_launch(l, 0, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double* sh, double*) { kernels::layer_gradient_load(t, bd, w, nullptr, deriv, sh); });
+          B.phase([&](Idx3 t, double* sh, double*) {
+            kernels::layer_gradient_rows<TanhAct, W>(blk, t, bd, w, 0.0, u, lam_next, deriv, s, sh);
+          });
+          B.phase([&](Idx3 t, double* sh, double*) {
+            kernels::layer_gradient_entries(blk, t, bd, w, u, s, gscale, sh, partial.data());
+          });
         });
       });
     });
-    sum_partials(partial.data(), blocks, len, kernels::layer_gradient_targets(w, gK, gb));
+    sum_partials(partial.data(), p.blocks, len, kernels::layer_gradient_targets(w, gK, gb));
   }
 
   double classifier(int w, int nc, const double* Wc, const double* mu, const double* U, const std::int64_t* labels,
@@ -242,21 +260,22 @@ class EmulatedBackend final : public DeviceBackend {
       return 0.0;
     }
     const bool grad = gW != nullptr;
-    const int threads = kernels::kReduceThreads;
-    const int blocks = blocks_for(s, threads);
+    const LaunchPlan p = kernels::plan_classifier(nc, s);
     const int len = kernels::classifier_len(w, nc, grad);
-    std::vector<double> partial(static_cast<std::size_t>(blocks) * len);
-    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
-    run_grid(grid, bd, kernels::classifier_shared(nc, threads), 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double* sh, double*) {
-        kernels::classifier_rows(blk, t, bd, w, nc, Wc, mu, U, labels, s, scale, lam, sh);
-      });
-      B.phase([&](Idx3 t, double* sh, double*) {
-        kernels::classifier_entries(blk, t, bd, w, nc, U, s, grad, sh, partial.data());
+    std::vector<double> partial(p.partial_doubles(len));
+    p.each([&](const Launch& l) {
+      const Idx3 bd = l.block;
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::classifier_rows(blk, t, bd, w, nc, Wc, mu, U, labels, s, scale, lam, sh);
+        });
+        B.phase([&](Idx3 t, double* sh, double*) {
+          kernels::classifier_entries(blk, t, bd, w, nc, U, s, grad, sh, partial.data());
+        });
       });
     });
     double totals[2] = {0.0, 0.0};
-    sum_partials(partial.data(), blocks, len, kernels::classifier_targets(w, nc, totals, gW, gmu));
+    sum_partials(partial.data(), p.blocks, len, kernels::classifier_targets(w, nc, totals, gW, gmu));
     if (correct) *correct = static_cast<std::int64_t>(totals[1]);
     return totals[0];
   }
@@ -264,11 +283,12 @@ class EmulatedBackend final : public DeviceBackend {
   void dense_opening(Activation act, int w, int nf, const double* W, const double* b, const double* X, double* U0,
                      int s) override {
     if (s <= 0) return;
-    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), 1, 1};
     with_activation(act, [&](auto A) {
-      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-        B.phase([&](Idx3 t, double*, double*) {
-          kernels::opening_compute<decltype(A)>(blk, t, bd, w, nf, W, b, X, U0, s);
+      kernels::plan_dense_opening(s).each([&](const Launch& l) {
+        run_launch(l, 0, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double*, double*) {
+            kernels::opening_compute<decltype(A)>(blk, t, l.block, w, nf, W, b, X, U0, s);
+          });
         });
       });
     });
@@ -277,32 +297,34 @@ class EmulatedBackend final : public DeviceBackend {
   void dense_opening_gradient(Activation act, int w, int nf, const double* W, const double* b, const double* X,
                               const double* lam0, int s, double* gW, double* gb) override {
     if (s <= 0) return;
-    const int threads = kernels::kReduceThreads;
-    const int blocks = blocks_for(s, threads);
+    const LaunchPlan p = kernels::plan_opening_gradient(w, s);
     const int len = kernels::opening_gradient_len(w, nf);
-    std::vector<double> partial(static_cast<std::size_t>(blocks) * len);
-    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
+    std::vector<double> partial(p.partial_doubles(len));
     with_activation(act, [&](auto A) {
-      run_grid(grid, bd, kernels::opening_gradient_shared(w, threads), 0, false, [&](Idx3 blk, Block& B) {
-        B.phase([&](Idx3 t, double* sh, double*) {
-          kernels::opening_gradient_rows<decltype(A)>(blk, t, bd, w, nf, W, b, X, lam0, s, sh);
-        });
-        B.phase([&](Idx3 t, double* sh, double*) {
-          kernels::opening_gradient_entries(blk, t, bd, w, nf, X, s, sh, partial.data());
+      p.each([&](const Launch& l) {
+        const Idx3 bd = l.block;
+        run_launch(l, 0, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double* sh, double*) {
+            kernels::opening_gradient_rows<decltype(A)>(blk, t, bd, w, nf, W, b, X, lam0, s, sh);
+          });
+          B.phase([&](Idx3 t, double* sh, double*) {
+            kernels::opening_gradient_entries(blk, t, bd, w, nf, X, s, sh, partial.data());
+          });
         });
       });
     });
-    sum_partials(partial.data(), blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
+    sum_partials(partial.data(), p.blocks, len, kernels::matrix_bias_targets(w * nf, gW, gb));
   }
 
   void conv_step(Activation act, const ConvShape& sh, const double* K, const double* bias, double dt,
                  const double* in, double* out, int s, double* deriv) override {
     if (s <= 0) return;
-    const Idx3 bd{kernels::kConvThreads, 1, 1}, grid{blocks_for(static_cast<long long>(s) * sh.C, bd.x), 1, 1};
     with_activation(act, [&](auto A) {
-      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-        B.phase([&](Idx3 t, double*, double*) {
-          kernels::conv_step_channel<decltype(A)>(blk, t, bd, sh, K, bias, dt, in, out, s, deriv);
+      kernels::plan_conv_step(sh, s).each([&](const Launch& l) {
+        run_launch(l, 0, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double*, double*) {
+            kernels::conv_step_channel<decltype(A)>(blk, t, l.block, sh, K, bias, dt, in, out, s, deriv);
+          });
         });
       });
     });
@@ -311,13 +333,15 @@ class EmulatedBackend final : public DeviceBackend {
   void conv_adjoint(const ConvShape& sh, const double* K, double dt, const double* deriv, const double* lam_next,
                     double* lam, int s) override {
     if (s <= 0) return;
-    const Idx3 bd{kernels::kConvThreads, 1, 1}, grid{std::min(blocks_for(s, bd.x), kernels::kConvMaxBlocks), 1, 1};
-    std::vector<double> scratch(static_cast<std::size_t>(grid.x) * bd.x * kernels::conv_adjoint_scratch(sh));
+    const LaunchPlan p = kernels::plan_conv_adjoint(s);
+    std::vector<double> scratch(p.row_threads() * kernels::conv_adjoint_scratch(sh));
     // With deriv given the activation, u and the bias are not read (lam_next stands in for u).
-    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double*) {
-        kernels::conv_adjoint_examples<TanhAct>(blk, t, bd, grid, sh, K, nullptr, dt, lam_next, deriv, lam_next, lam,
-                                                s, scratch.data());
+    p.each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::conv_adjoint_examples<TanhAct>(blk, t, l.block, l.grid, sh, K, nullptr, dt, lam_next, deriv,
+                                                  lam_next, lam, s, scratch.data());
+        });
       });
     });
   }
@@ -325,47 +349,59 @@ class EmulatedBackend final : public DeviceBackend {
   void conv_gradient(const ConvShape& sh, const double* u, const double* lam_next, const double* deriv, int s,
                      double* gK, double* gb, double gscale) override {
     if (s <= 0) return;
-    const int threads = kernels::kConvGradThreads;
-    const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(s, threads), kernels::kConvMaxBlocks), 1, 1};
-    std::vector<double> scratch(static_cast<std::size_t>(grid.x) * threads * sh.size());
-    std::vector<double> partial(static_cast<std::size_t>(grid.x) * kernels::conv_gradient_len(sh));
-    const int rounds = kernels::conv_gradient_rounds(s, bd, grid);
-    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      for (int r = 0; r < rounds; ++r) {
-        B.phase([&](Idx3 t, double*, double*) {
-          kernels::conv_gradient_rows<TanhAct>(r, blk, t, bd, grid, sh, nullptr, nullptr, u, lam_next, deriv, s,
-                                               scratch.data());
-        });
-        B.phase([&](Idx3 t, double*, double*) {
-          kernels::conv_gradient_entries(r, blk, t, bd, grid, sh, u, s, gscale, scratch.data(), partial.data());
-        });
-      }
+    const LaunchPlan p = kernels::plan_conv_gradient(s);
+    std::vector<double> scratch(p.row_threads() * sh.size());
+    std::vector<double> partial(p.partial_doubles(kernels::conv_gradient_len(sh)));
+    p.each([&](const Launch& l) {
+      const Idx3 bd = l.block, grid = l.grid;
+      const int rounds = kernels::conv_gradient_rounds(s, bd, grid);
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        for (int r = 0; r < rounds; ++r) {
+          B.phase([&](Idx3 t, double*, double*) {
+            kernels::conv_gradient_rows<TanhAct>(r, blk, t, bd, grid, sh, nullptr, nullptr, u, lam_next, deriv, s,
+                                                 scratch.data());
+          });
+          B.phase([&](Idx3 t, double*, double*) {
+            kernels::conv_gradient_entries(r, blk, t, bd, grid, sh, u, s, gscale, scratch.data(), partial.data());
+          });
+        }
+      });
     });
-    const Idx3 sbd{128, 1, 1}, sgrid{blocks_for(kernels::conv_gradient_out_len(sh), 128), 1, 1};
-    run_grid(sgrid, sbd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double*) {
-        kernels::conv_gradient_sum(blk, t, sbd, sh, partial.data(), grid.x, gK, gb);
+    kernels::plan_conv_gradient_sum(sh).each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::conv_gradient_sum(blk, t, l.block, sh, partial.data(), p.blocks, gK, gb);
+        });
       });
     });
   }
 
   void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) override {
     if (s <= 0) return;
-    const Idx3 bd{kernels::kConvThreads, 1, 1}, grid{blocks_for(s, bd.x), 1, 1};
-    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double*) { kernels::replicate_opening_examples(blk, t, bd, sh, pixels, U0, s); });
+    kernels::plan_replicate_opening(s).each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) {
+          kernels::replicate_opening_examples(blk, t, l.block, sh, pixels, U0, s);
+        });
+      });
     });
   }
 
+  // cuBLAS's batched GEMM is split into calls as CudaBackend splits it; each entry
+  // runs the reference GEMM (gemm_reference), the emulator's stand-in for cuBLAS.
   void gemm_batched(bool ta, bool tb, int m, int n, int k, double alpha, const double* const* A, int lda,
                     const double* const* B, int ldb, double beta, double* const* C, int ldc, int batch) override {
-    const int threads = 256;
-    for (int q = 0; q < batch; ++q) {
-      kernels::GemmArgs g{ta, tb, m, n, k, alpha, beta, A[q], lda, B[q], ldb, C[q], ldc};
-      const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(static_cast<long long>(m) * n, threads), 1024), 1, 1};
-      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B2) {
-        B2.phase([&](Idx3 t, double*, double*) { kernels::gemm_reference(blk, t, bd, grid, g); });
-      });
+    const LaunchPlan p = kernels::plan_gemm_reference(m, n);
+    for (int i = 0; i < kernels::gemm_calls(batch); ++i) {
+      const kernels::RowRange r = kernels::row_range(batch, i);
+      for (int q = r.row0; q < r.row0 + r.rows; ++q) {
+        const kernels::GemmArgs g{ta, tb, m, n, k, alpha, beta, A[q], lda, B[q], ldb, C[q], ldc};
+        p.each([&](const Launch& l) {
+          run_launch(l, 0, [&](Idx3 blk, Block& B2) {
+            B2.phase([&](Idx3 t, double*, double*) { kernels::gemm_reference(blk, t, l.block, l.grid, g); });
+          });
+        });
+      }
     }
   }
 
@@ -383,12 +419,12 @@ class EmulatedBackend final : public DeviceBackend {
     a.rhs = wb.rhs.empty() ? nullptr : wb.rhs.data();
     a.dt = wb.dt.empty() ? nullptr : wb.dt.data();
     a.bias = wb.bias.empty() ? nullptr : wb.bias.data();
-    const int threads = 256;
-    const Idx3 bd{threads, 1, 1},
-        grid{std::min(blocks_for(static_cast<long long>(s) * w, threads), 1024), count, 1};
     with_activation(act, [&](auto A) {
-      run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-        B.phase([&](Idx3 t, double*, double*) { kernels::wide_epilogue<decltype(A)>(blk, t, bd, grid, a); });
+      kernels::plan_wide_epilogue(w, s, count).each([&](const Launch& l) {
+        const kernels::WideArgs la = kernels::for_launch(a, l);
+        run_launch(l, 0, [&](Idx3 blk, Block& B) {
+          B.phase([&](Idx3 t, double*, double*) { kernels::wide_epilogue<decltype(A)>(blk, t, l.block, l.grid, la); });
+        });
       });
     });
   }
@@ -402,64 +438,69 @@ class EmulatedBackend final : public DeviceBackend {
  private:
   static long long ll(std::size_t n) { return static_cast<long long>(n); }
 
-  // One block-propagation launch as the CUDA kernels run it (forward or adjoint):
-  // grid (examples, chains); each block loads its chains' start states, then per
+  // The launches of a block propagation as the CUDA kernels run them (forward or
+  // adjoint): per launch, each block loads its chains' start states, then per
   // step a load phase (the layer's weights into shared memory) and a step phase.
-  template <class Load, class Step>
-  static void run_block_chains(const kernels::IntervalSteps& iv, int w, int s, int n, int shared, Load&& load,
-                               Step&& step) {
-    const Idx3 bd{kernels::kStepThreads, 1, 1}, grid{blocks_for(s, bd.x), n, 1};
-    run_grid(grid, bd, shared, kernels::kMaxWidth, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, w, s, iv, cur); });
-      const int steps = kernels::block_propagate_steps(blk, iv);
-      for (int k = 0; k < steps; ++k) {
-        B.phase([&](Idx3 t, double* sh, double*) { load(k, blk, t, bd, sh); });
-        B.phase([&](Idx3 t, double* sh, double* cur) { step(k, blk, t, bd, sh, cur); });
-      }
+  // load / step get the launch's arguments (kernels::for_launch).
+  template <class Args, class Load, class Step>
+  static void run_block_chains(const LaunchPlan& p, const Args& a, Load&& load, Step&& step) {
+    p.each([&](const Launch& l) {
+      const Args la = kernels::for_launch(a, l);
+      const Idx3 bd = l.block;
+      run_launch(l, kernels::kMaxWidth, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double* cur) { kernels::block_propagate_begin(blk, t, bd, la.w, la.s, la.iv, cur); });
+        const int steps = kernels::block_propagate_steps(blk, la.iv);
+        for (int k = 0; k < steps; ++k) {
+          B.phase([&](Idx3 t, double* sh, double*) { load(k, blk, t, bd, la, sh); });
+          B.phase([&](Idx3 t, double* sh, double* cur) { step(k, blk, t, bd, la, sh, cur); });
+        }
+      });
     });
   }
 
-  // A grid-stride reduction as the CUDA backend launches it (T = 256, at most
-  // kNormMaxBlocks blocks): load(block, thread, ...) fills shared memory, a tree
-  // halves it, one partial per block, the partials added into *dst in block order.
+  // A grid-stride reduction as the CUDA backend launches it (plan_tree_reduce):
+  // load(block, thread, ...) fills shared memory, a tree halves it, one partial
+  // per block, the partials added into *dst in block order.
   template <class Load>
   static void tree_reduce(std::size_t n, double* dst, Load&& load) {
     if (n == 0) return;
-    const int threads = 256;
-    const int blocks = std::min<int>(blocks_for(ll(n), threads), kernels::kNormMaxBlocks);
-    const Idx3 bd{threads, 1, 1}, grid{blocks, 1, 1};
-    std::vector<double> partial(static_cast<std::size_t>(blocks));
-    run_grid(grid, bd, threads, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double* sh, double*) { load(blk, t, bd, grid, sh); });
-      for (int stride = threads / 2; stride > 0; stride /= 2)
-        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
-      B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
+    const LaunchPlan p = kernels::plan_tree_reduce(ll(n));
+    std::vector<double> partial(p.partial_doubles(1));
+    p.each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double* sh, double*) { load(blk, t, l.block, l.grid, sh); });
+        for (int stride = l.block.x / 2; stride > 0; stride /= 2)
+          B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_tree(t, stride, sh); });
+        B.phase([&](Idx3 t, double* sh, double*) { kernels::sumsq_store(blk, t, sh, partial.data()); });
+      });
     });
-    sum_partials(partial.data(), blocks, 1, kernels::scalar_target(dst));
+    sum_partials(partial.data(), p.blocks, 1, kernels::scalar_target(dst));
   }
 
   void element_batch(const kernels::ElementBatchArgs& e, int count) const {
     if (e.n <= 0 || count <= 0) return;
-    const int threads = 256;
-    const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(e.n, threads), 1024), count, 1};
-    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double*) { kernels::elementwise_batch(blk, t, bd, grid, e); });
+    kernels::plan_elementwise(e.n, count).each([&](const Launch& l) {
+      const kernels::ElementBatchArgs le = kernels::for_launch(e, l);
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) { kernels::elementwise_batch(blk, t, l.block, l.grid, le); });
+      });
     });
   }
 
   void element(const kernels::ElementArgs& e) const {
     if (e.n <= 0) return;
-    const int threads = 256;
-    const Idx3 bd{threads, 1, 1}, grid{std::min(blocks_for(e.n, threads), 1024), 1, 1};
-    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 t, double*, double*) { kernels::elementwise(blk, t, bd, grid, e); });
+    kernels::plan_elementwise(e.n).each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 t, double*, double*) { kernels::elementwise(blk, t, l.block, l.grid, e); });
+      });
     });
   }
 
   static void sum_partials(const double* partial, int nblocks, int len, const kernels::PartialTargets& t) {
-    const Idx3 bd{128, 1, 1}, grid{blocks_for(len, 128), 1, 1};
-    run_grid(grid, bd, 0, 0, false, [&](Idx3 blk, Block& B) {
-      B.phase([&](Idx3 th, double*, double*) { kernels::sum_partials(blk, th, bd, partial, nblocks, len, t); });
+    kernels::plan_sum_partials(len).each([&](const Launch& l) {
+      run_launch(l, 0, [&](Idx3 blk, Block& B) {
+        B.phase([&](Idx3 th, double*, double*) { kernels::sum_partials(blk, th, l.block, partial, nblocks, len, t); });
+      });
     });
   }
 };

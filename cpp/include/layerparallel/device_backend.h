@@ -3,7 +3,7 @@
 // StateSpace, so the MGRIT engine keeps its states there) and the dense-layer
 // kernels on it. Two implementations run the very same kernel bodies
 // (dense_kernels_impl.h):
-//   - "cuda": real launches on a GPU (CudaBackend in cuda/dense_kernels.cu, CUDA builds);
+//   - "cuda": real launches on a GPU (CudaBackend in cuda/cuda_backend.cu, CUDA builds);
 //   - "emulator": the bodies over their launch grid on the CPU, in host memory
 //     (grid_emulator.h). Slow, but it runs the whole device-resident training
 //     (orchestration and kernels) where no GPU exists; the tests use it.
@@ -36,7 +36,7 @@ class DeviceBackend : public StateSpace {
   virtual void release_bytes(void* p) noexcept = 0;
   virtual void upload_bytes(void* dst, const void* host_src, std::size_t bytes) = 0;
 
-  /// Every chain of a level in one launch (block propagation): chain q steps from
+  /// Every chain of a level in the launches of plan_block_propagate (launch_plan.h; more than 65535 chains: several): chain q steps from
   /// chains[q].in through fine indices idx[0..count] with layer idx[k] and step size
   /// (idx[k+1] - idx[k]) h, outs[k] = step + rhs[k] (rhs, or an entry, may be null).
   /// K is (layers, w, w), bias (layers). The Chain arrays are host memory.

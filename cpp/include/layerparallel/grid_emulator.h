@@ -4,14 +4,18 @@
 // kernels run this way with the CPU backend, and the "emulator" device
 // (EmulatedBackend) runs whole device-resident training through it, so the
 // kernels' arithmetic and the device backend's orchestration are tested on
-// machines without a GPU.
+// machines without a GPU. A grid CUDA would refuse (launch_plan.h's limits) is
+// refused here too, so a launch that only works on the emulator cannot pass.
 #pragma once
 
 #include <cstddef>
 #include <limits>
+#include <sstream>
+#include <utility>
 #include <vector>
 
-#include "layerparallel/dense_kernels_impl.h"
+#include "layerparallel/launch_plan.h"
+#include "layerparallel/macros.h"
 
 namespace layerparallel::emu {
 
@@ -48,14 +52,39 @@ class Block {
   int local_n_;
 };
 
+/// Throws std::runtime_error, as CUDA fails the launch (invalid configuration),
+/// for an empty grid or block, or one past CUDA's limits.
+inline void require_valid_launch(Idx3 grid, Idx3 block_dim, int shared_doubles) {
+  const long long threads = static_cast<long long>(block_dim.x) * block_dim.y * block_dim.z;
+  const long long shared = static_cast<long long>(shared_doubles) * static_cast<long long>(sizeof(double));
+  const bool ok = grid.x >= 1 && grid.x <= kernels::kMaxGridBlocks && grid.y >= 1 &&
+                  grid.y <= kernels::kMaxGridRows && grid.z >= 1 && grid.z <= kernels::kMaxGridRows &&
+                  block_dim.x >= 1 && block_dim.y >= 1 && block_dim.z >= 1 && threads <= kernels::kMaxBlockThreads &&
+                  shared >= 0 && shared <= kernels::kMaxSharedBytes;
+  if (!ok) {
+    std::ostringstream os;
+    os << "a launch CUDA refuses (invalid configuration): grid (" << grid.x << ", " << grid.y << ", " << grid.z
+       << "), block (" << block_dim.x << ", " << block_dim.y << ", " << block_dim.z << "), " << shared
+       << " bytes of shared memory";
+    detail::throw_runtime(__FILE__, __LINE__, os.str());
+  }
+}
+
 template <class F>
 void run_grid(Idx3 grid, Idx3 block_dim, int shared_doubles, int local_doubles, bool reverse, F&& block_fn) {
+  require_valid_launch(grid, block_dim, shared_doubles);
   for (int z = 0; z < grid.z; ++z)
     for (int y = 0; y < grid.y; ++y)
       for (int x = 0; x < grid.x; ++x) {
         Block blk(block_dim, shared_doubles, local_doubles, reverse);
         block_fn(Idx3{x, y, z}, blk);
       }
+}
+
+/// One launch of a plan (launch_plan.h): block_fn(block, blk) over its grid, threads in ascending order.
+template <class F>
+void run_launch(const kernels::Launch& l, int local_doubles, F&& block_fn) {
+  run_grid(l.grid, l.block, l.shared_doubles, local_doubles, false, std::forward<F>(block_fn));
 }
 
 }  // namespace layerparallel::emu
