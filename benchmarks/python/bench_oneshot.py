@@ -236,7 +236,7 @@ def worker(args: argparse.Namespace) -> None:
     thread each; rank 0 prints one JSON line."""
     from mpi4py import MPI
 
-    from layerparallel.parallel import CoreComm, LayerParallelSolver, ProcessGrid, abort_on_error
+    from layerparallel.parallel import core_comm, LayerParallelSolver, ProcessGrid, abort_on_error
     from layerparallel.train import MgritSolver
 
     comm = MPI.COMM_WORLD
@@ -246,7 +246,7 @@ def worker(args: argparse.Namespace) -> None:
         model = make_model(layers, activation)
         X, y = peaks(args.examples)
         grid = ProcessGrid.create(comm, layer_procs=comm.Get_size(), data_procs=1)
-        core = CoreComm(grid.layer_comm)
+        core = core_comm(grid.layer_comm)
         mgrit = {**mgrit_options(1, args.relax), "fwd_iterations": FWD_CYCLES, "bwd_iterations": ADJ_CYCLES}
         inner = MgritSolver(model, config_from_dict({"mgrit": mgrit}).mgrit, "simultaneous", threads=1, comm=core)
         solver = LayerParallelSolver(inner, grid, core)

@@ -39,7 +39,7 @@ def worker(args: argparse.Namespace) -> None:
     from layerparallel.config import load_config
     from layerparallel.data import load_dataset
     from layerparallel.model import as_matrix
-    from layerparallel.parallel import CoreComm, ProcessGrid
+    from layerparallel.parallel import core_comm, ProcessGrid
     from layerparallel.train import build_model, train
 
     comm = MPI.COMM_WORLD
@@ -53,7 +53,7 @@ def worker(args: argparse.Namespace) -> None:
     model = build_model(cfg, data)
     c = cfg.mgrit
     opts = {"cfactor": c.cfactor, "min_coarse": c.min_coarse, "relax": c.relax, "threads": args.threads}
-    core = CoreComm(comm) if P > 1 else None
+    core = core_comm(comm) if P > 1 else None
     s = _core.ResNetMgrit(model.core, 1000, opts, opts, core)
     s.set_relative_tolerance(1e-9)
     X, y = as_matrix(data.train_x), data.train_y

@@ -7,7 +7,7 @@ under mpiexec; you normally call ``all``):
   run       under ``mpiexec -n P``: Peaks network with N layers; for each mode
             (serial pipeline, exact MGRIT from a cold start, simultaneous with
             the example's budget of 2 + 2 warm-started cycles) times R gradient
-            evaluations, each traced by CoreComm (compute spans in thread CPU
+            evaluations, each traced by core_comm (compute spans in thread CPU
             time, every message and collective); rank 0 writes a JSON file.
   pingpong  under ``mpiexec -n 2``: latency and bandwidth of this machine's MPI
             (median half round trip for 8 B and 4 MiB messages).
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     from layerparallel.config import load_config
     from layerparallel.data import load_dataset
-    from layerparallel.parallel import CoreComm, LayerParallelSolver, ProcessGrid
+    from layerparallel.parallel import core_comm, LayerParallelSolver, ProcessGrid
     from layerparallel.train import build_model, make_solver
     from layerparallel.model import as_matrix
     from layerparallel import _core
@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         data = load_dataset(cfg.data, cfg.base_dir)
         model = build_model(cfg, data)
         X, y = as_matrix(data.train_x), data.train_y
-        core = CoreComm(comm)
+        core = core_comm(comm)
         model.evaluate(X, y, gradient=True)
         walls, traces = [], []
         for _ in range(args.repeats):
@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         data = load_dataset(cfg.data, cfg.base_dir)
         model = build_model(cfg, data)
         grid = ProcessGrid.create(comm, P, 1)
-        core = CoreComm(grid.layer_comm)
+        core = core_comm(grid.layer_comm)
         solver = LayerParallelSolver(make_solver(cfg, model, comm=core), grid, core)
         X, y = as_matrix(data.train_x), data.train_y
         theta = solver.shard.local(model.theta)
@@ -177,14 +177,14 @@ def _launch(procs: int, argv: list[str], timeout: float) -> None:
 
 
 def cmd_all(args: argparse.Namespace) -> None:
-    from layerparallel.scaling import Network, replay, trace_summary
+    from layerparallel.scaling import Interconnect, replay, trace_summary
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     pp = work / "pingpong.json"
     _launch(2, ["pingpong", "--out", str(pp), "--repeats", "30"], 600)
     here = json.loads(pp.read_text())
-    local, cluster = Network(**here), Network(**CLUSTER)
+    local, cluster = Interconnect(**here), Interconnect(**CLUSTER)
     if args.set:
         print("MGRIT settings changed from examples/peaks.toml: " + ", ".join(args.set))
     print(f"MPI on this machine (shared memory): latency {here['latency'] * 1e6:.2f} us, "

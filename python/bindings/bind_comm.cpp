@@ -1,5 +1,5 @@
 // The communicator seam exposed to Python: a Python subclass of _core.Comm
-// (layerparallel.parallel.CoreComm, which forwards to an mpi4py communicator)
+// (layerparallel.comm.core_comm, which forwards to an mpi4py communicator)
 // is what the C++ engine sends through. The engine calls it from one thread
 // with the GIL released; each call takes the GIL back. Buffers are handed over
 // as numpy views of the engine's memory (no copy); the engine keeps them alive
@@ -158,7 +158,7 @@ void bind_comm(py::module_& m) {
   // holder keeps the buffers of Python-side requests alive until their wait.
   py::class_<MpiComm, Comm>(m, "MpiComm", py::dynamic_attr(),
                             "Comm over an mpi4py communicator through the already loaded MPI library "
-                            "(layerparallel.parallel.CoreComm builds it).")
+                            "(layerparallel.comm.core_comm builds it).")
       .def(py::init([](std::uintptr_t comm, std::uintptr_t dtype, std::uintptr_t op_sum, const std::string& lib) {
              layerparallel::MpiHandles h{comm, dtype, op_sum, lib};
              return new MpiComm(h);

@@ -84,7 +84,7 @@ void bind_resnet_mgrit(py::module_& m) {
            }),
            py::arg("net"), py::arg("batch"), py::arg("forward_options"), py::arg("adjoint_options"),
            py::arg("comm") = py::none(), py::arg("device") = "cpu",
-           "comm: a layerparallel.parallel.CoreComm (or any _core.Comm subclass) over which the layers are "
+           "comm: a layerparallel.comm.core_comm (or any _core.Comm subclass) over which the layers are "
            "distributed; None = all layers here. device: 'cpu', 'cuda' (states, adjoints, parameters and "
            "gradients on the GPU; dense networks, and convolutional ones with the replicate opening) or "
            "'emulator' (the CUDA kernels' bodies run on the CPU over their launch grids: slow, for testing).")

@@ -1,9 +1,21 @@
 """layerparallel: layer-parallel training of deep residual networks with MGRIT.
 
-A compiled C++ engine (``layerparallel._core``) under a thin Python API.
-Modules: :mod:`config` (TOML experiments), :mod:`data` (Peaks and files),
-:mod:`model` (the network), :mod:`optim` (L-BFGS, gradient descent, Adam),
-:mod:`train` (the training loop), :mod:`cli` (the command line).
+A compiled C++ engine (``layerparallel._core``, never needed in user code) under
+a Python API::
+
+    import layerparallel as lp
+    data = lp.generate_peaks(500, 100)
+    model = lp.ResNet(n_features=2, n_classes=5, width=8, layers=32)
+    solver = lp.Solver(model, mode="simultaneous", mgrit=lp.MgritOptions(cfactor=4))
+    result = lp.train(model, data, optimizer=lp.LBFGS(), solver=solver, max_iter=20)
+
+Modules: :mod:`config` (TOML experiments), :mod:`data` and :mod:`datasets`
+(data sets), :mod:`model` (the networks), :mod:`options` (MGRIT options),
+:mod:`solver` (gradient solvers), :mod:`optim` (L-BFGS, gradient descent,
+Adam), :mod:`train` (the training loop), :mod:`comm`, :mod:`grid` and
+:mod:`layer_parallel` (many processes), :mod:`device` (GPUs), :mod:`threads`,
+:mod:`ode` (MGRIT for any ODE), :mod:`scaling` (predicted wall time), :mod:`cli`
+(the command line).
 """
 from __future__ import annotations
 
@@ -47,21 +59,32 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
 # optim) import without the compiled core (useful while building it).
 _LAZY = {
     "ResNet": "model",
+    "ConvResNet": "model",
+    "Network": "model",
     "Regularization": "model",
     "Evaluation": "model",
+    "load_model": "model",
+    "MgritOptions": "options",
+    "Solver": "solver",
+    "train": "train",
+    "TrainResult": "train",
+    "build_model": "train",
+    "ProcessGrid": "grid",
+    "world": "comm",
     "load_config": "config",
     "Config": "config",
     "generate_peaks": "data",
     "load_dataset": "data",
-    "Dataset": "data",
+    "Dataset": "dataset",
     "LBFGS": "optim",
     "GradientDescent": "optim",
     "Adam": "optim",
     "solve_ode": "ode",
     "check_step": "ode",
-    "set_num_threads": "_core",
-    "num_threads": "_core",
+    "set_num_threads": "threads",
+    "num_threads": "threads",
     "cuda_available": "device",
+    "cuda_status": "device",
     "show_config": "info",
     "config_info": "info",
 }
@@ -76,7 +99,10 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'layerparallel' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), _RENAMED.get(name, name))
+    mod = import_module(f".{module}", __name__)
+    # lp.train is the train module itself, which is callable as train.train: the
+    # package attribute of a submodule and a function of the same name cannot differ.
+    value = mod if name == "train" else getattr(mod, _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

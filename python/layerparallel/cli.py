@@ -11,7 +11,6 @@ import io
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -105,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import build_model, train
 
     from . import _core
-    from .parallel import ProcessGrid
+    from .grid import ProcessGrid
 
     cfg, data = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -213,7 +212,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         rel = abs(fd - g[k]) / max(abs(fd), abs(g[k]))
         if rel > worst:
             worst, worst_k = rel, int(k)
-    name = next(n for n, o, s in model._layout[::-1] if o <= worst_k) if worst_k >= 0 else ""
+    name = next(n for n, o, s in model.layout[::-1] if o <= worst_k) if worst_k >= 0 else ""
     ok = bool(worst <= args.tol)
     if _world().Get_rank() != 0:
         return 0 if ok else 1
@@ -224,7 +223,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 def _world() -> Any:
-    from .parallel import world
+    from .comm import world
 
     return world()
 
@@ -240,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "info":
         return cmd_info(args)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck}
-    from .parallel import abort_on_error
+    from .comm import abort_on_error
 
     comm = _world()
     try:

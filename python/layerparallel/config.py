@@ -145,7 +145,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_coarse": Key(int, 2, **_ge(1), doc="stop coarsening at this many intervals"),
         "relax": Key(str, "F,FCF", doc="relaxation per level, F(CF)^k; the last entry repeats"),
         "cycle": Key(str, "V", choices=("V", "F")),
-        "tol": Key(float, 1e-11, **_gt(0), doc="exact solves: residual <= tol * |initial value|"),
+        "tol": Key(float, 1e-11, **_gt(0), doc="exact solves stop once |finest C-point residual| <= tol * "
+                                               "|initial value| (|u_0| forward, |lambda_N| adjoint; 2-norms "
+                                               "over the batch), the one meaning of tol (options.MgritOptions)"),
         "max_iter": Key(int, 100, **_ge(1), doc="cycles per exact solve at most"),
         "fwd_iterations": Key(int, 2, **_ge(1), doc="simultaneous: forward cycles per evaluation"),
         "bwd_iterations": Key(int, 2, **_ge(1), doc="simultaneous: adjoint cycles per evaluation"),
@@ -231,6 +233,16 @@ def relax_levels(text: str) -> list[str]:
     return [t for t in re.split(r"[,\s]+", text.strip()) if t]
 
 
+def check_relax(text: str, where: str) -> list[str]:
+    """The relaxation per level of ``text`` (see :func:`relax_levels`); ValueError naming
+    ``where`` unless every entry has the form F(CF)^k."""
+    levels = relax_levels(text)
+    if not levels or not all(_RELAX_RE.match(t) for t in levels):
+        raise ValueError(f"{where} must list one relaxation per level of the form F, FCF, FCFCF, ... "
+                         f"separated by commas, got {text!r}.")
+    return levels
+
+
 def _check_cross(values: dict[str, dict[str, Any]]) -> None:
     """Rules that involve more than one key."""
     model = values["model"]
@@ -239,10 +251,7 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
                          f'got "{model["opening"]}".')
     if model["kind"] == "dense" and model["opening"] in ("replicate", "conv"):
         raise ValueError(f'model.opening = "{model["opening"]}" needs model.kind = "conv".')
-    levels = relax_levels(values["mgrit"]["relax"])
-    if not levels or not all(_RELAX_RE.match(t) for t in levels):
-        raise ValueError(f"mgrit.relax must list one relaxation per level of the form F, FCF, FCFCF, ... "
-                         f"separated by commas, got {values['mgrit']['relax']!r}.")
+    check_relax(values["mgrit"]["relax"], "mgrit.relax")
     data = values["data"]
     if data["name"] == "files":
         for k in _FILE_KEYS:

@@ -1,5 +1,7 @@
 """Data sets for layerparallel: the Peaks generator, the reference text-file
-reader, the :class:`Dataset` container and input validation for the model.
+reader, input validation for the model and :func:`load_dataset` (the ``[data]``
+section; the named data sets are in :mod:`layerparallel.datasets`, the
+container in :mod:`layerparallel.dataset`).
 
 Peaks
 -----
@@ -21,12 +23,11 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from .dataset import Dataset, section_value
 
 __all__ = [
     "PEAKS_GRID_SIZE",
@@ -181,52 +182,6 @@ def shuffle(x, y, seed: int):
             f"shuffle needs as many labels as examples, got {len(x)} examples and {len(y)} labels.")
     perm = np.random.default_rng(seed).permutation(len(x))
     return np.ascontiguousarray(x[perm]), np.ascontiguousarray(y[perm])
-
-
-@dataclass
-class Dataset:
-    """Training and validation data: features float64 (n, n_features), labels
-    int64 (n,) with values in [0, n_classes)."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    n_features: int
-    n_classes: int
-
-    @property
-    def n_train(self) -> int:
-        return int(self.train_x.shape[0])
-
-    @property
-    def n_val(self) -> int:
-        return int(self.val_x.shape[0])
-
-    def shuffled(self, seed: int) -> "Dataset":
-        """A copy with the training and the validation split each permuted
-        (one ``default_rng(seed)`` stream: training permutation first)."""
-        rng = np.random.default_rng(seed)
-        pt = rng.permutation(self.n_train)
-        pv = rng.permutation(self.n_val)
-        return Dataset(
-            train_x=np.ascontiguousarray(self.train_x[pt]),
-            train_y=np.ascontiguousarray(self.train_y[pt]),
-            val_x=np.ascontiguousarray(self.val_x[pv]),
-            val_y=np.ascontiguousarray(self.val_y[pv]),
-            n_features=self.n_features,
-            n_classes=self.n_classes,
-        )
-
-    def truncated(self, n_train: int | None = None, n_val: int | None = None) -> "Dataset":
-        """A copy keeping the first ``n_train`` / ``n_val`` examples (shuffle first!)."""
-        nt = self.n_train if n_train is None else int(n_train)
-        nv = self.n_val if n_val is None else int(n_val)
-        return Dataset(
-            train_x=self.train_x[:nt].copy(), train_y=self.train_y[:nt].copy(),
-            val_x=self.val_x[:nv].copy(), val_y=self.val_y[:nv].copy(),
-            n_features=self.n_features, n_classes=self.n_classes,
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -397,12 +352,6 @@ def check_inputs(x, y, n_features: int, n_classes: int, name: str = "features",
 # From the [data] config section
 # ---------------------------------------------------------------------------
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
 def load_dataset(data_cfg, base_dir=".") -> Dataset:
     """Build the :class:`Dataset` described by a ``[data]`` config section
     (mapping or attribute object).
@@ -418,10 +367,10 @@ def load_dataset(data_cfg, base_dir=".") -> Dataset:
       ``"indian_pines"``: :func:`layerparallel.datasets.load_named` (files in
       ``folder``, relative to ``base_dir``; image sets have 4-D ``train_x``).
     """
-    name = _get(data_cfg, "name", "peaks")
-    seed = int(_get(data_cfg, "seed", 0))
-    train_size = int(_get(data_cfg, "train_size", 5000))
-    val_size = int(_get(data_cfg, "val_size", 200))
+    name = section_value(data_cfg, "name", "peaks")
+    seed = int(section_value(data_cfg, "seed", 0))
+    train_size = int(section_value(data_cfg, "train_size", 5000))
+    val_size = int(section_value(data_cfg, "val_size", 200))
     if name == "peaks":
         for key, val in (("train_size", train_size), ("val_size", val_size)):
             if val < PEAKS_N_CLASSES or val % PEAKS_N_CLASSES:
@@ -432,7 +381,7 @@ def load_dataset(data_cfg, base_dir=".") -> Dataset:
         base = Path(base_dir)
         paths = {}
         for key in ("train_features", "train_labels", "val_features", "val_labels"):
-            raw = _get(data_cfg, key, "") or ""
+            raw = section_value(data_cfg, key, "") or ""
             if not str(raw).strip():
                 raise ValueError(f"data.{key} is required when data.name = \"files\".")
             p = Path(os.path.expanduser(str(raw)))

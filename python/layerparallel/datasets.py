@@ -50,13 +50,12 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data import Dataset
+from .dataset import Dataset, section_value
 
 __all__ = [
     "DIGITS_DEFAULT_SIZES",
@@ -462,22 +461,16 @@ def load_indian_pines(folder, n_train: int = INDIAN_PINES_DEFAULT_SIZES[0],
 NAMES = ("mnist", "fashion_mnist", "digits", "indian_pines")
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
 def load_named(data_cfg, base_dir=".") -> Dataset:
     """The data set ``data_cfg.name`` (one of :data:`NAMES`) with
     ``train_size``, ``val_size``, ``seed``, ``folder`` (relative to
     ``base_dir``), ``val_from`` and ``variant`` from the ``[data]`` section."""
-    name = _get(data_cfg, "name")
-    seed = int(_get(data_cfg, "seed", 0))
+    name = section_value(data_cfg, "name")
+    seed = int(section_value(data_cfg, "seed", 0))
     defaults = {"digits": DIGITS_DEFAULT_SIZES,
                 "indian_pines": INDIAN_PINES_DEFAULT_SIZES}.get(name, MNIST_DEFAULT_SIZES)
-    n_train = int(_get(data_cfg, "train_size", defaults[0]))
-    n_val = int(_get(data_cfg, "val_size", defaults[1]))
+    n_train = int(section_value(data_cfg, "train_size", defaults[0]))
+    n_val = int(section_value(data_cfg, "val_size", defaults[1]))
     if name == "digits":
         if n_train + n_val > DIGITS_N_IMAGES:
             raise ValueError(f"data.train_size + data.val_size is {n_train + n_val} but the "
@@ -485,7 +478,7 @@ def load_named(data_cfg, base_dir=".") -> Dataset:
         return load_digits(n_train, n_val, seed)
     if name not in NAMES:
         raise ValueError(f"data.name must be one of {', '.join(NAMES)}, got {name!r}.")
-    raw = str(_get(data_cfg, "folder", "") or "")
+    raw = str(section_value(data_cfg, "folder", "") or "")
     if not raw.strip():
         raise ValueError(f'data.folder is required when data.name = "{name}".')
     folder = Path(os.path.expanduser(raw))
@@ -493,6 +486,6 @@ def load_named(data_cfg, base_dir=".") -> Dataset:
         folder = Path(base_dir) / folder
     if name == "indian_pines":
         return load_indian_pines(folder, n_train, n_val, seed,
-                                 variant=str(_get(data_cfg, "variant", "auto")))
+                                 variant=str(section_value(data_cfg, "variant", "auto")))
     loader = load_mnist if name == "mnist" else load_fashion_mnist
-    return loader(folder, n_train, n_val, seed, val_from=str(_get(data_cfg, "val_from", "test")))
+    return loader(folder, n_train, n_val, seed, val_from=str(section_value(data_cfg, "val_from", "test")))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import _core
 
-__all__ = ["DEVICES", "cuda_available", "check_device", "locate_cublas"]
+__all__ = ["DEVICES", "cuda_available", "cuda_status", "check_device", "locate_cublas"]
 
 DEVICES = ("cpu", "cuda", "emulator")
 
@@ -19,6 +19,12 @@ DEVICES = ("cpu", "cuda", "emulator")
 def cuda_available() -> bool:
     """True when the CUDA backend is compiled in and a usable device is present."""
     return _core.built_with_cuda() and _core.cuda_status().startswith("CUDA device")
+
+
+def cuda_status() -> str:
+    """One sentence saying whether the CUDA backend can be used here and, if not, why
+    (built without CUDA, no device, a driver older than the runtime, ...)."""
+    return str(_core.cuda_status())
 
 
 def locate_cublas() -> str | None:
@@ -51,6 +57,6 @@ def check_device(device: str, kind: str = "dense", opening: str = "") -> str:
                          "model.opening = \"conv\" runs on the cpu")
     if device == "cuda":
         if not cuda_available():
-            raise ValueError(f"device 'cuda' is not available: {_core.cuda_status()}")
+            raise ValueError(f"device 'cuda' is not available: {cuda_status()}")
         locate_cublas()
     return device

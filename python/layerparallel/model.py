@@ -51,7 +51,11 @@ class Regularization:
 
 @dataclass
 class Evaluation:
-    """One evaluation of the objective on a batch."""
+    """One evaluation of the objective on a batch: the objective (mean loss plus the
+    regularisers), the mean loss, the accuracy (``correct`` of ``examples``), the
+    gradient (flat, like theta; None when not asked for) and, in the MGRIT modes of a
+    :class:`layerparallel.Solver`, ``mgrit``: the forward and adjoint solves
+    (``cycles``, ``steps``, ``residuals``, ``converged``, ...) and ``exact``."""
 
     objective: float
     loss: float
@@ -60,6 +64,7 @@ class Evaluation:
     correct: int
     examples: int
     gradient: np.ndarray | None
+    mgrit: dict[str, Any] | None = None
 
 
 def _require_integers(**values: Any) -> None:
@@ -110,6 +115,14 @@ class Network:
             view[...] = scales[name] * draw(view.shape)
 
     @property
+    def layout(self) -> list[tuple[str, int, tuple[int, ...]]]:
+        """The parameter blocks of :attr:`theta` in order: (name, offset, shape), as the
+        compiled network describes them (opening_weight and opening_bias when the opening
+        has parameters, weights and biases with the layer count first, classifier_weight,
+        classifier_bias)."""
+        return list(self._layout)
+
+    @property
     def core(self) -> Any:
         """The compiled network object (for the engine and the bindings)."""
         return self._net
@@ -153,11 +166,6 @@ class Network:
         return Evaluation(objective=d["objective"], loss=d["loss"], regularization=d["regularization"],
                           accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
                           gradient=d["gradient"])
-
-    def regularization_terms(self, theta: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """(value, gradient) of the regularisers alone."""
-        r = self.regularization
-        return self._net.regularization(self.theta if theta is None else theta, r.tikhonov, r.classifier, r.ddt)
 
     def objective_and_gradient(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         ev = self.evaluate(features, labels, theta=theta, gradient=True)
@@ -255,11 +263,6 @@ class ResNet(Network):
     def spec(self) -> dict[str, Any]:
         return {"n_features": self.n_features, "n_classes": self.n_classes, "width": self.width,
                 "layers": self.layers, "T": self.T, "activation": self.activation, "opening": self.opening}
-
-    def initialize(self, seed: int, init_opening: float, init_hidden: float, init_classifier: float,
-                   init: str = "uniform") -> None:
-        """Seeded initialisation scaled per block: uniform [0, 1) or standard normal."""
-        self._initialize(seed, _block_scales(init_opening, init_hidden, init_classifier), init)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ResNet":

@@ -13,6 +13,11 @@ step function, the way XBraid and PyMGRIT users plug in their own problems::
     res = ode.solve(euler, [1.0], T=1.0, N=64, cfactor=4, tol=1e-10)
     res.states[-1], res.iterations, res.residuals
 
+Tolerances have the meaning they have everywhere in layerparallel
+(:mod:`layerparallel.options`): ``tol`` is relative to the initial value (stop at
+``|residual| <= tol * |u0|``), ``atol`` is absolute, ``rtol`` is relative to the
+first residual of the call; a solve stops at the first bound it meets.
+
 The step function
     ``step(u, t0, t1, level) -> new state``: ``u`` is a fresh float64 array of
     shape ``(n,)`` (the function may keep or modify it; the engine never sees
@@ -34,12 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from .options import MgritOptions
 
 __all__ = ["OdeResult", "StepFunction", "check_step", "serial", "solve"]
 
@@ -62,7 +68,7 @@ class OdeResult:
         steps_per_level: calls of the step function per grid level.
         total_steps: sum of ``steps_per_level``.
         levels: number of grid levels used.
-        converged: whether the last residual met ``tol`` / ``rtol`` (or is 0).
+        converged: whether the last residual met ``tol``, ``atol`` or ``rtol`` (or is 0).
         t: the time grid, ``(N + 1,)``.
     """
 
@@ -97,9 +103,32 @@ def _grid(t: Optional[npt.ArrayLike], T: Optional[float], N: Optional[int]) -> n
     return np.linspace(0.0, float(T), int(N) + 1)
 
 
+def _tolerances(options: dict[str, Any], u0: npt.ArrayLike) -> dict[str, Any]:
+    """The engine's options with ``tol`` (relative to |u0|) and ``atol`` (absolute) folded
+    into the engine's one absolute bound, and ``cfactor_fine = 0`` meaning "as cfactor"."""
+    out = dict(options)
+    bounds = {}
+    for name in ("tol", "atol"):
+        v = out.pop(name, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError(f"mgrit option {name} must be a number, got {v!r}")
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"mgrit option {name} must be finite and >= 0, got {v!r}")
+        bounds[name] = float(v)
+    bound = bounds["atol"]
+    if bounds["tol"] > 0:
+        bound = max(bound, bounds["tol"] * float(np.linalg.norm(_check_state(u0))))
+    if bound > 0:
+        out["tol"] = bound
+    if out.get("cfactor_fine") == 0 and not isinstance(out.get("cfactor_fine"), bool):
+        out["cfactor_fine"] = -1
+    return out
+
+
 def solve(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike] = None, *,
           T: Optional[float] = None, N: Optional[int] = None, iterations: Optional[int] = None,
-          initial: Optional[npt.ArrayLike] = None, **options: Any) -> OdeResult:
+          initial: Optional[npt.ArrayLike] = None, mgrit: Optional[MgritOptions] = None,
+          **options: Any) -> OdeResult:
     """Solves ``u_{i+1} = step(u_i, t[i], t[i+1], 0)``, ``u_0 = u0`` with MGRIT.
 
     Args:
@@ -111,12 +140,19 @@ def solve(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike] = No
             an integer runs exactly that many cycles.
         initial: warm start, a whole ``(N + 1, n)`` trajectory (row 0 is ignored:
             ``u0`` is the initial value).
+        mgrit: an :class:`~layerparallel.options.MgritOptions` to take the
+            hierarchy, cycle, ``tol`` and ``max_iter`` from (keyword options
+            below override it).
         **options: MGRIT options: ``max_levels`` (10), ``cfactor`` (2),
-            ``cfactor_fine`` (-1: same as cfactor), ``min_coarse`` (2),
+            ``cfactor_fine`` (0 or -1: same as cfactor), ``min_coarse`` (2),
             ``relax`` ("F,FCF": per level, last entry repeats), ``cycle``
-            ("V" or "F"), ``tol`` (0), ``rtol`` (0), ``max_iter`` (100),
-            ``fmg`` (False), ``skip_first_down`` (False), ``store`` ("all" or
-            "cpoints"). ALGORITHM.md section 3 explains them.
+            ("V" or "F"), ``max_iter`` (100), ``fmg`` (False),
+            ``skip_first_down`` (False), ``store`` ("all" or "cpoints"), and
+            the stopping bounds (0 = none; the first one met stops the solve):
+            ``tol`` relative to the initial value, ``|residual| <= tol * |u0|``
+            (2-norms; the residual is that of the finest C-points), ``atol``
+            absolute, ``rtol`` relative to the first residual of the call.
+            ALGORITHM.md section 3 explains them.
 
     Raises:
         ValueError: a bad input or option (the message names it), or a step
@@ -125,7 +161,9 @@ def solve(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike] = No
             3.11 with a note giving t0, t1 and level).
     """
     grid = _grid(t, T, N)
-    r = _core.ode_solve(step, u0, grid, dict(options), initial, iterations)
+    merged = MgritOptions.coerce(mgrit).ode_options() if mgrit is not None else {}
+    merged.update(options)
+    r = _core.ode_solve(step, u0, grid, _tolerances(merged, u0), initial, iterations)
     return OdeResult(states=r["states"], residuals=list(r["residuals"]), factors=list(r["factors"]),
                      iterations=int(r["iterations"]), steps_per_level=list(r["steps_per_level"]),
                      total_steps=int(r["total_steps"]), levels=int(r["levels"]),

@@ -1,6 +1,7 @@
 """Predicting wall time on P dedicated processes from traces of real runs.
 
-A traced run (:class:`layerparallel.parallel.CoreComm` with tracing on) records,
+A traced run (an engine communicator with tracing on, :func:`layerparallel.comm.core_comm`,
+e.g. ``solver.comm`` of a :class:`layerparallel.Solver` with split layers) records,
 per process and in order, every communication call together with the main
 thread's CPU time spent since the previous call (the compute span). Thread CPU
 time does not grow when processes share cores, so a run that oversubscribes
@@ -19,15 +20,16 @@ MPI. The prediction is the latest finishing time over the processes.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
-__all__ = ["Network", "replay", "trace_summary"]
+__all__ = ["Interconnect", "replay", "trace_summary"]
 
 
 @dataclass(frozen=True)
-class Network:
+class Interconnect:
     """Latency (seconds) and bandwidth (bytes per second) of the modelled interconnect."""
 
     latency: float
@@ -43,7 +45,7 @@ class Network:
         return self.latency + nbytes / self.bandwidth
 
 
-def _collective_cost(kind: str, nbytes: float, procs: int, net: Network) -> float:
+def _collective_cost(kind: str, nbytes: float, procs: int, net: Interconnect) -> float:
     rounds = math.ceil(math.log2(procs)) if procs > 1 else 0
     if kind == "allreduce":
         return 2 * rounds * net.message(nbytes)
@@ -52,7 +54,7 @@ def _collective_cost(kind: str, nbytes: float, procs: int, net: Network) -> floa
     return 2 * rounds * net.latency  # barrier
 
 
-def replay(traces: Sequence[Sequence[tuple]], net: Network) -> dict:
+def replay(traces: Sequence[Sequence[tuple]], net: Interconnect) -> dict:
     """Predicted wall time of the traced region on ``len(traces)`` dedicated processes.
 
     ``traces[r]`` is rank r's event list (spans in nanoseconds). Returns a dict with
@@ -142,3 +144,10 @@ def trace_summary(traces: Sequence[Sequence[tuple]]) -> dict:
     return {"compute": [sum(ev[1] for ev in tr) * 1e-9 for tr in traces], "messages": len(sends),
             "bytes": float(sum(ev[4] for ev in sends)),
             "collectives": sum(1 for ev in traces[0] if ev[0] in ("allreduce", "bcast", "barrier"))}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Network":  # the former name, which clashed with layerparallel.model.Network
+        warnings.warn("layerparallel.scaling.Network is renamed Interconnect", DeprecationWarning, stacklevel=2)
+        return Interconnect
+    raise AttributeError(f"module 'layerparallel.scaling' has no attribute {name!r}")

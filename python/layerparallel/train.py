@@ -1,39 +1,49 @@
 """The training loop: one optimiser step per iteration, metrics, history.
 
-The loop talks to the network through a *gradient solver* (how forward and
-adjoint sweeps are solved: serially now; by MGRIT in the exact and
-simultaneous modes) and to the optimiser through its step-wise API, so that
-logging, monitoring and stopping live in one place.
+``train(model, data, optimizer=..., solver=..., max_iter=...)`` trains with a
+:class:`layerparallel.Solver` (how the forward and adjoint sweeps are solved:
+serially, or by MGRIT in the exact and simultaneous modes) and an optimiser with
+the step-wise API (:mod:`layerparallel.optim`), so that logging, monitoring and
+stopping live in one place. ``train(model, data, cfg)`` builds the same objects
+from a configuration (the command line's path) and runs the same loop.
+
+This module is also callable: ``layerparallel.train(...)`` (the package
+attribute and this module share the name) is :func:`train`.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from . import _core
-from .data import Dataset
-from .device import check_device
+from .comm import local_processes
+from .dataset import Dataset
+from .grid import ProcessGrid
+from .layer_parallel import LayerParallelSolver
 from .model import ConvResNet, Evaluation, Network, Regularization, ResNet, as_matrix
-from .optim import Adam, make_optimizer, minibatches
+from .optim import LBFGS, Adam, make_optimizer, minibatches
+from .options import MgritOptions
+from .solver import (HISTORY_COLUMNS, MGRIT_COLUMNS, MgritSolver, PipelineSolver, SerialSolver, Solver,
+                     sweep_solver)
 
-__all__ = ["HISTORY_COLUMNS", "MGRIT_COLUMNS", "TrainResult", "SerialSolver", "MgritSolver", "build_model",
-           "make_solver", "train"]
-
-#: Columns of history.csv, in order.
-HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "grad_norm", "step", "seconds")
-#: Extra columns in the MGRIT modes: the final residual and last convergence factor of the
-#: forward and adjoint solves at the iterate, the cycles they ran, and 1 when solved exactly.
-MGRIT_COLUMNS = ("fwd_residual", "bwd_residual", "fwd_factor", "bwd_factor", "fwd_cycles", "bwd_cycles", "exact")
+__all__ = ["HISTORY_COLUMNS", "MGRIT_COLUMNS", "TrainResult", "SerialSolver", "MgritSolver", "PipelineSolver",
+           "build_model", "make_solver", "solver_from_config", "train"]
 
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced: one ``history`` row per logged iteration (row 0
+    is the initial point; keys are ``columns``), the wall time, the iterations run,
+    why it stopped (``max_iter``, ``gtol``, ``line_search_failed``, ``diverged``), the
+    gradient evaluations, the final metrics and, in the MGRIT modes, ``mgrit`` (the
+    solver's totals and safeguard switches)."""
 
     history: list[dict[str, float]]
     seconds: float
@@ -43,214 +53,6 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
     mgrit: dict[str, Any] = field(default_factory=dict)
     columns: tuple[str, ...] = HISTORY_COLUMNS
-
-
-class SerialSolver:
-    """Exact forward and adjoint sweeps, layer after layer (ordinary backpropagation)."""
-
-    mode = "serial"
-
-    def __init__(self, model: Network):
-        self.model = model
-        self.evaluations = 0
-        self.last: Optional[Evaluation] = None
-        self._last_theta: Optional[np.ndarray] = None
-        self._last_features: Optional[np.ndarray] = None
-
-    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
-                 regularized: bool = True) -> Evaluation:
-        ev = self.model.evaluate(features, labels, theta=theta, gradient=True, regularized=regularized)
-        self.evaluations += 1
-        self.remember(ev, theta, features)
-        return ev
-
-    def remember(self, ev: Evaluation, theta: np.ndarray, features: np.ndarray) -> None:
-        self.last, self._last_theta, self._last_features = ev, theta, features
-
-    def cached(self, theta: np.ndarray, features: np.ndarray) -> Optional[Evaluation]:
-        """The evaluation at ``theta`` on ``features`` if it was the last one computed (saves a sweep)."""
-        if self._last_theta is None or self._last_features is not features:
-            return None
-        if self._last_theta is theta or np.array_equal(self._last_theta, theta):
-            return self.last
-        return None
-
-    # The serial sweeps are exact: nothing to monitor.
-    columns = HISTORY_COLUMNS
-
-    def row_extra(self) -> dict[str, float]:
-        return {}
-
-    def end_iteration(self) -> None:
-        pass
-
-    def summary(self) -> dict[str, Any]:
-        return {}
-
-
-class MgritSolver(SerialSolver):
-    """Forward and adjoint sweeps by MGRIT.
-
-    ``exact``: every evaluation solves both to ``mgrit.tol`` relative to the size
-    of the initial value (the same iterates as serial up to that tolerance).
-    ``simultaneous``: every evaluation (line-search trials included) runs
-    ``mgrit.fwd_iterations`` / ``mgrit.bwd_iterations`` cycles, warm-started from
-    the previous evaluation's state and adjoint (the one-shot method).
-    The safeguard (:meth:`tighten`) makes the next iterations exact.
-    """
-
-    def __init__(self, model: Network, mgrit_cfg: Any, mode: str, threads: int = 0, comm: Any = None,
-                 device: str = "cpu"):
-        super().__init__(model)
-        self.comm = comm  # a parallel.CoreComm over which the layers are split (None: all here)
-        self.device = device
-        if mode not in ("exact", "simultaneous"):
-            raise ValueError(f"train.mode must be 'exact' or 'simultaneous' for MGRIT, got {mode!r}")
-        from .config import relax_levels
-
-        c = mgrit_cfg
-        self.mode = mode
-        self.cfg = c
-        self.options = {"max_levels": c.max_levels, "cfactor": c.cfactor,
-                        "cfactor_fine": c.cfactor_fine if c.cfactor_fine else -1, "min_coarse": c.min_coarse,
-                        "relax": relax_levels(c.relax), "cycle": c.cycle, "max_iter": c.max_iter, "fmg": c.fmg,
-                        "skip_first_down": c.skip_first_down, "store": c.store, "threads": c.threads or threads,
-                        "compute_residuals": c.compute_residuals}
-        self.fwd_budget = c.fwd_iterations
-        self.bwd_budget = c.bwd_iterations
-        self._solvers: dict[int, Any] = {}
-        self._data_of: dict[int, int] = {}
-        self.forced_exact = 0
-        self.switches: list[dict[str, Any]] = []
-        self.totals = {"fwd_cycles": 0, "bwd_cycles": 0, "fwd_steps": 0, "bwd_steps": 0, "evaluations": 0}
-        self.fwd_factors: list[float] = []
-        self.bwd_factors: list[float] = []
-        self.last_report: dict[str, Any] = {}
-
-    @property
-    def exact(self) -> bool:
-        return self.mode == "exact" or self.forced_exact > 0
-
-    def _solver(self, features: np.ndarray) -> Any:
-        s = features.shape[0]
-        solver = self._solvers.get(s)
-        if solver is None:
-            solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options, self.comm, self.device)
-            solver.set_relative_tolerance(self.cfg.tol)
-            self._solvers[s] = solver
-        elif self._data_of.get(s) != id(features):
-            solver.reset()  # another batch: a warm start would be meaningless
-        self._data_of[s] = id(features)
-        return solver
-
-    def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
-                 regularized: bool = True) -> Evaluation:
-        r = self.model.regularization if regularized else Regularization()
-        exact = self.exact
-        d = self._solver(features).evaluate(theta, features, labels, r.tikhonov, r.classifier, r.ddt,
-                                            -1 if exact else self.fwd_budget, -1 if exact else self.bwd_budget, True)
-        self.evaluations += 1
-        t = self.totals
-        t["evaluations"] += 1
-        t["fwd_cycles"] += d["forward"]["cycles"]
-        t["bwd_cycles"] += d["adjoint"]["cycles"]
-        t["fwd_steps"] += d["forward"]["steps"]
-        t["bwd_steps"] += d["adjoint"]["steps"]
-        ev = Evaluation(objective=d["objective"], loss=d["loss"], regularization=d["regularization"],
-                        accuracy=d["accuracy"], correct=int(d["correct"]), examples=int(d["examples"]),
-                        gradient=d["gradient"])
-        self.remember(ev, theta, features)
-        self.last_report = {"forward": d["forward"], "adjoint": d["adjoint"], "exact": exact}
-        return ev
-
-    @staticmethod
-    def _factor(residuals: list[float]) -> float:
-        """The last cycle's convergence factor (NaN when it cannot be formed)."""
-        if len(residuals) >= 2 and residuals[-2] > 0 and np.isfinite(residuals[-2]):
-            return residuals[-1] / residuals[-2]
-        return float("nan")
-
-    columns = HISTORY_COLUMNS + MGRIT_COLUMNS
-
-    def row_extra(self) -> dict[str, float]:
-        rep = self.last_report
-        if not rep:
-            return {k: float("nan") for k in MGRIT_COLUMNS}
-        fr, br = rep["forward"]["residuals"], rep["adjoint"]["residuals"]
-        return {"fwd_residual": fr[-1] if fr else float("nan"), "bwd_residual": br[-1] if br else float("nan"),
-                "fwd_factor": self._factor(fr), "bwd_factor": self._factor(br),
-                "fwd_cycles": rep["forward"]["cycles"], "bwd_cycles": rep["adjoint"]["cycles"],
-                "exact": 1 if rep["exact"] else 0}
-
-    def monitor(self) -> Optional[str]:
-        """Why the last (inexact) evaluation needs the safeguard, or None."""
-        rep = self.last_report
-        if not rep or rep["exact"] or self.mode != "simultaneous":
-            return None
-        limit = self.cfg.safeguard_factor
-        for name in ("forward", "adjoint"):
-            rho = self._factor(rep[name]["residuals"])
-            if name == "forward":
-                self.fwd_factors.append(rho)
-            else:
-                self.bwd_factors.append(rho)
-            res = rep[name]["residuals"]
-            if res and not np.isfinite(res[-1]):
-                return f"{name} residual is not finite"
-            if np.isfinite(rho) and rho > limit:
-                return f"{name} convergence factor {rho:.3g} > {limit:g}"
-        return None
-
-    def tighten(self, iteration: int, reason: str) -> None:
-        """Solve exactly for the next ``safeguard_iterations`` iterations and log the switch."""
-        self.forced_exact = self.cfg.safeguard_iterations
-        self.switches.append({"iteration": iteration, "reason": reason,
-                              "action": f"exact solves for {self.forced_exact} iterations"})
-
-    def end_iteration(self) -> None:
-        if self.forced_exact > 0:
-            self.forced_exact -= 1
-
-    def summary(self) -> dict[str, Any]:
-        t = self.totals
-        some = next(iter(self._solvers.values()), None)
-        mean = lambda xs: float(np.nanmean(xs)) if xs and np.isfinite(xs).any() else None
-        rep = self.row_extra()
-        N = self.model.layers
-        return {
-            "levels": some.levels if some is not None else None,
-            "forward_cycles": t["fwd_cycles"], "adjoint_cycles": t["bwd_cycles"],
-            "forward_steps": t["fwd_steps"], "adjoint_steps": t["bwd_steps"],
-            "forward_steps_per_level": list(some.forward_steps_per_level) if some is not None else [],
-            "adjoint_steps_per_level": list(some.adjoint_steps_per_level) if some is not None else [],
-            "sweeps_per_evaluation": (t["fwd_steps"] + t["bwd_steps"]) / max(1, 2 * N * t["evaluations"]),
-            "evaluations": t["evaluations"],
-            "last_forward_residual": rep["fwd_residual"], "last_adjoint_residual": rep["bwd_residual"],
-            "mean_forward_factor": mean(self.fwd_factors), "mean_adjoint_factor": mean(self.bwd_factors),
-            "safeguard_switches": self.switches,
-        }
-
-
-class PipelineSolver(MgritSolver):
-    """The serial mode when the layers are split over processes: exact forward and
-    adjoint sweeps passed from process to process (the engine on one level)."""
-
-    def __init__(self, model: Network, mgrit_cfg: Any, threads: int, comm: Any, device: str = "cpu"):
-        super().__init__(model, mgrit_cfg, "exact", threads, comm=comm, device=device)
-        self.mode = "serial"
-        self.options["max_levels"] = 1
-
-    exact = True  # type: ignore[assignment]
-    columns = HISTORY_COLUMNS
-
-    def row_extra(self) -> dict[str, float]:
-        return {}
-
-    def monitor(self) -> Optional[str]:
-        return None
-
-    def summary(self) -> dict[str, Any]:
-        return {}
 
 
 def build_model(cfg: Any, data: Dataset) -> Network:
@@ -275,65 +77,123 @@ def build_model(cfg: Any, data: Dataset) -> Network:
 
 
 def make_solver(cfg: Any, model: Network, comm: Any = None) -> SerialSolver:
-    """The gradient solver of ``train.mode``; ``comm`` (a parallel.CoreComm) splits the layers."""
-    mode = cfg.train.mode
-    device = check_device(cfg.train.device, cfg.model.kind, cfg.model.opening)
-    if mode == "serial":
-        if comm is None and device == "cpu":
-            return SerialSolver(model)
-        return PipelineSolver(model, cfg.mgrit, cfg.train.threads, comm, device)
-    if mode in ("exact", "simultaneous"):
-        return MgritSolver(model, cfg.mgrit, mode, cfg.train.threads, comm=comm, device=device)
-    raise ValueError(f"train.mode must be one of 'serial', 'exact', 'simultaneous', got {mode!r}")
+    """The sweep solver of ``train.mode`` (``comm``, an engine communicator, splits the
+    layers); :func:`solver_from_config` gives the whole :class:`Solver`."""
+    return sweep_solver(model, cfg.train.mode, cfg.mgrit, cfg.train.device, comm, cfg.train.threads)
 
 
-def train(model: Network, data: Dataset, cfg: Any,
+def solver_from_config(cfg: Any, model: Network, grid: Optional[ProcessGrid] = None) -> Solver:
+    """The :class:`Solver` that ``train.mode``, ``train.device``, ``train.threads`` and ``[mgrit]`` describe."""
+    return Solver(model, cfg.train.mode, MgritOptions.coerce(cfg.mgrit), cfg.train.device, grid, cfg.train.threads)
+
+
+def _count(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _as_solver(model: Network, solver: Any, grid: Optional[ProcessGrid]) -> LayerParallelSolver:
+    if solver is None:
+        return Solver(model, grid=grid)
+    if isinstance(solver, SerialSolver):  # a bare sweep solver: give it the shard and the grid
+        solver = LayerParallelSolver(solver, grid, getattr(solver, "comm", None))
+    if not isinstance(solver, LayerParallelSolver):
+        raise ValueError(f"solver must be a layerparallel.Solver, got {type(solver).__name__}")
+    if grid is not None and solver.grid is not grid:
+        raise ValueError("grid differs from the solver's grid: build the Solver with grid=... and leave out "
+                         "train's grid")
+    if solver.model is not model:
+        raise ValueError("solver was built for another model: build it with Solver(model, ...) for this model")
+    return solver
+
+
+def train(model: Network, data: Dataset, cfg: Any = None, *, optimizer: Any = None, solver: Any = None,
+          max_iter: Optional[int] = None, gtol: Optional[float] = None, batch_size: Optional[int] = None,
+          eval_every: Optional[int] = None, seed: Optional[int] = None, threads: Optional[int] = None,
           callback: Optional[Callable[[dict[str, float]], None]] = None,
-          solver: Optional[SerialSolver] = None, grid: Any = None) -> TrainResult:
-    """Train ``model`` in place on ``data`` as ``cfg`` says; returns the history.
+          grid: Optional[ProcessGrid] = None) -> TrainResult:
+    """Train ``model`` in place on ``data``; returns the history (:class:`TrainResult`).
 
-    ``callback(row)`` is called after every logged iteration (the CLI's progress
-    display). Iteration 0 is the initial point. In the simultaneous mode the
-    safeguard (``mgrit.safeguard``) watches the MGRIT convergence factors and the
-    line search, and makes the solves exact for a few iterations when either
-    fails; every such switch is in ``TrainResult.mgrit["safeguard_switches"]``.
+    ``optimizer``: an :class:`~layerparallel.optim.LBFGS` (the default, ``LBFGS()``),
+    :class:`~layerparallel.optim.GradientDescent` or :class:`~layerparallel.optim.Adam`;
+    its inner products are set to the solver's reproducible ones. ``solver``: a
+    :class:`layerparallel.Solver` for ``model`` (default: serial sweeps). Training
+    runs ``max_iter`` (100) iterations, or stops earlier when the gradient norm
+    is at most ``gtol`` (1e-4; full batch only) or a line search fails.
+    ``batch_size`` (0 = full batch) draws seeded (``seed``, 0) mini-batches;
+    full-batch metrics are logged every ``eval_every`` (1) iterations.
+    ``threads`` (0) sets the threads of the compiled loops and BLAS (0 leaves them,
+    or shares the cores between the processes of this machine when the solver's
+    grid has several). ``callback(row)`` is called after every logged iteration.
 
-    ``grid`` (a :class:`layerparallel.parallel.ProcessGrid`) splits the layers
-    over its layer communicator and the examples over its data communicator;
-    every process must call ``train`` with the same arguments and ends with the
-    same (gathered) parameters and history. With split layers each process's
-    optimiser holds only its own parameters and every inner product is an
-    all-reduce.
+    In the simultaneous mode the safeguard (``MgritOptions.safeguard``) watches the
+    MGRIT convergence factors and the line search, and makes the solves exact for
+    a few iterations when either fails; every switch is in
+    ``TrainResult.mgrit["safeguard_switches"]``.
+
+    With a grid (the solver's) every process must call ``train`` with the same
+    arguments; each ends with the same (gathered) parameters and history. With
+    split layers each process's optimiser holds only its own parameters and every
+    inner product is an all-reduce.
+
+    ``train(model, data, cfg)`` takes all of the above from a configuration
+    (``[optimizer]``, ``[train]``, ``[mgrit]``; ``grid`` then splits the work) and
+    runs the same loop; a configuration and these keywords do not mix.
     """
-    threads = cfg.train.threads
-    if not threads and grid is not None and grid.size > 1:
+    if cfg is not None:
+        given = [name for name, v in (("optimizer", optimizer), ("max_iter", max_iter), ("gtol", gtol),
+                                      ("batch_size", batch_size), ("eval_every", eval_every), ("seed", seed),
+                                      ("threads", threads)) if v is not None]
+        if given:
+            raise ValueError(f"train takes {given[0]} from cfg when a configuration is given; "
+                             f"leave out {given[0]}=... or cfg")
+        o = cfg.optimizer
+        return train(model, data, optimizer=make_optimizer(o),
+                     solver=solver_from_config(cfg, model, grid) if solver is None else _as_solver(model, solver, grid),
+                     max_iter=o.max_iter, gtol=o.gtol, batch_size=o.batch_size, eval_every=cfg.train.eval_every,
+                     seed=cfg.train.seed, threads=cfg.train.threads, callback=callback)
+
+    solver = _as_solver(model, solver, grid)
+    optimizer = LBFGS() if optimizer is None else optimizer
+    if not callable(getattr(optimizer, "step", None)):
+        raise ValueError(f"optimizer must be an LBFGS, GradientDescent or Adam (anything with "
+                         f"step(fun, x, f, g)), got {type(optimizer).__name__}")
+    max_iter = _count("max_iter", 100 if max_iter is None else max_iter, 0)
+    batch_size = _count("batch_size", 0 if batch_size is None else batch_size, 0)
+    eval_every = _count("eval_every", 1 if eval_every is None else eval_every, 1)
+    seed = _count("seed", 0 if seed is None else seed, 0)
+    threads = _count("threads", 0 if threads is None else threads, 0)
+    gtol = 1e-4 if gtol is None else gtol
+    if isinstance(gtol, bool) or not isinstance(gtol, (int, float, np.integer, np.floating)) or not gtol >= 0:
+        raise ValueError(f"gtol must be a number >= 0, got {gtol!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable as callback(row) or None, got {type(callback).__name__}")
+    for name in ("train_x", "train_y", "val_x", "val_y"):
+        if not hasattr(data, name):
+            raise ValueError(f"data must be a Dataset (train_x, train_y, val_x, val_y), got {type(data).__name__}")
+
+    if not threads and solver.grid is not None and solver.grid.size > 1:
         # Share the cores between the processes of this machine instead of
         # oversubscribing them.
-        from .parallel import local_processes
-
         threads = max(1, _core.max_threads() // local_processes())
     if threads:
         _core.set_num_threads(threads)
-    opt_cfg = cfg.optimizer
-    from .parallel import CoreComm, LayerParallelSolver
-
-    layered = grid is not None and grid.layer_procs > 1
-    core_comm = CoreComm(grid.layer_comm) if layered else None
-    solver = solver or make_solver(cfg, model, comm=core_comm)
-    guarded = isinstance(solver, MgritSolver) and solver.mode == "simultaneous" and cfg.mgrit.safeguard
     # Every run (one process too) goes through the same parameter shard, regulariser
     # and inner products, so that splitting the layers changes no bit of training.
-    solver = LayerParallelSolver(solver, grid, core_comm)
     shard = solver.shard
-    optimizer = make_optimizer(opt_cfg, dot=shard.dot)
     dot = shard.dot
+    if hasattr(optimizer, "dot"):
+        optimizer.dot = dot
+    guarded = solver.guarded
+    layered = solver.comm is not None
     # Examples as rows once (image batches flattened as views), so that the MGRIT
     # warm starts recognise the same data from call to call.
     X, y = as_matrix(data.train_x), data.train_y
     val_x = as_matrix(data.val_x)
     n = X.shape[0]
-    batch_size = opt_cfg.batch_size if opt_cfg.batch_size and opt_cfg.batch_size < n else 0
-    rng = np.random.default_rng(cfg.train.seed)
+    batch_size = batch_size if batch_size and batch_size < n else 0
+    rng = np.random.default_rng(seed)
     batches = iter(())
 
     def full(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -369,7 +229,7 @@ def train(model: Network, data: Dataset, cfg: Any,
     log(0, 0.0, ev, g)
     stop_reason = "max_iter"
     it = 0
-    for it in range(1, opt_cfg.max_iter + 1):
+    for it in range(1, max_iter + 1):
         if batch_size:
             idx = next_batch()
             Xb, yb = X[idx], y[idx]
@@ -402,7 +262,7 @@ def train(model: Network, data: Dataset, cfg: Any,
             solver.end_iteration()
             if reason is not None:
                 solver.tighten(it, reason)
-        if batch_size or it % cfg.train.eval_every == 0 or it == opt_cfg.max_iter:
+        if batch_size or it % eval_every == 0 or it == max_iter:
             cur = solver.cached(theta, X)
             if cur is None:
                 cur = solver(theta, X, y)
@@ -411,7 +271,7 @@ def train(model: Network, data: Dataset, cfg: Any,
             if not math.isfinite(row["objective"]):
                 stop_reason = "diverged"
                 break
-            if not batch_size and row["grad_norm"] <= opt_cfg.gtol:
+            if not batch_size and row["grad_norm"] <= gtol:
                 stop_reason = "gtol"
                 break
         else:
@@ -426,3 +286,15 @@ def train(model: Network, data: Dataset, cfg: Any,
     return TrainResult(history=history, seconds=seconds, iterations=it, stop_reason=stop_reason,
                        gradient_evaluations=solver.evaluations, final=final, mgrit=solver.summary(),
                        columns=solver.columns)
+
+
+class _TrainModule(types.ModuleType):
+    """This module, callable as :func:`train` (so ``layerparallel.train(...)`` trains
+    whichever of the two the package attribute holds)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _TrainModule
+sys.modules[__name__].__signature__ = inspect.signature(train)  # type: ignore[attr-defined]

@@ -293,3 +293,18 @@ def test_traces_of_a_distributed_evaluation_replay():
     assert out["bytes"] == out["messages"] * out["state_bytes"]
     assert out["collectives"] > 0
     assert out["wall"] >= max(out["compute"]) > 0
+
+
+@pytest.mark.parametrize("procs", [2, 3])
+def test_public_solver_with_split_layers_matches_one_process(procs):
+    # lp.Solver(..., grid=...) called directly and through lp.train, in every mode.
+    r = mpirun(procs, [str(HERE / "mpi_scripts" / "solver_api.py")], timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["procs"] == procs
+    for rank, flags in enumerate(out["ranks"]):
+        for mode, f in flags.items():
+            assert f["evaluation"] and f["train"], (rank, mode, f)
+    # Some process receives the parameters of a left neighbour's layer for its coarse steps.
+    assert any(f["foreign"] for flags in out["ranks"] for f in flags.values())
+

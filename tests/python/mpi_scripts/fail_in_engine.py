@@ -9,8 +9,8 @@ import os
 import sys
 
 from layerparallel import cli
-from layerparallel.parallel import PyCoreComm, world
-from layerparallel.train import MgritSolver
+from layerparallel.comm import PyCoreComm, world
+from layerparallel.solver import MgritSolver
 
 calls = {"n": 0}
 MESSAGE = "injected failure on rank 1 inside the engine"

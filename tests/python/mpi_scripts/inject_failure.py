@@ -2,7 +2,7 @@
 whole job must end promptly with rank 1's message (never hang)."""
 import time
 
-from layerparallel.parallel import abort_on_error, world
+from layerparallel.comm import abort_on_error, world
 
 comm = world()
 with abort_on_error(comm):
