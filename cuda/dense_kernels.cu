@@ -270,7 +270,7 @@ namespace cuda_ops {
 void require_narrow_width(int w) {
   LP_REQUIRE(w >= 1 && w <= kernels::kMaxWidth,
              "the one-thread-per-example CUDA kernels take widths 1.." << kernels::kMaxWidth
-                                                << " (DeviceDenseResNet runs wider layers through cuBLAS), got " << w);
+                                                << " (DenseResNet on a device backend runs wider layers through cuBLAS), got " << w);
 }
 
 void dense_step(Activation act, int w, const double* K, double b, double dt, const double* in, double* out, int s) {

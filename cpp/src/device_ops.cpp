@@ -4,10 +4,12 @@
 // level in one launch); wider dense layers run batched GEMMs with elementwise
 // epilogue launches.
 //
-// What crosses between host and device: the features (uploaded once per
-// evaluation and reused by the opening's gradient), the parameters and the
-// gradient (by the caller), the logits of classifier_logits(). States,
-// adjoints and act'(.) never cross except as MPI messages between processes.
+// What crosses between host and device in training: the features (uploaded once
+// per evaluation and reused by the opening's gradient; the expand opening's
+// padded copy of them), the parameters and the gradient (by the caller and, for
+// the regularisers, by ResidualNetwork::regularization). States, adjoints and
+// act'(.) stay on the device except as MPI messages between processes, and the
+// final states of classifier_logits() (prediction).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -165,7 +167,10 @@ class DeviceOps final : public Backend {
   // opening) always uploads: the caller may have refilled X in place; the
   // opening's gradient then reuses that upload.
   const double* features(const double* X, std::size_t n, bool fresh) {
-    if (features_.size() < n) features_ = StateBuffer(*dev_, n);
+    if (features_.size() < n) {
+      features_ = StateBuffer(*dev_, n);
+      features_of_ = nullptr;
+    }
     if (fresh || X != features_of_) {
       dev_->upload(features_.data(), X, n);
       features_of_ = X;

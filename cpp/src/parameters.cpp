@@ -64,8 +64,9 @@ double dot(const double* x, const double* y, std::size_t n) {
 }
 }  // namespace
 
-// The arithmetic is written operation by operation so that every process forms
-// the same bits for the slots it owns: (0.5 g) |x|^2 per slot, g x for the
+// The arithmetic is written operation by operation, and this file is compiled
+// without floating-point contraction (no FMA; CMakeLists.txt), so that every
+// process and every machine forms the same bits for the slots it owns: (0.5 g) |x|^2 per slot, g x for the
 // Tikhonov gradients, and for the smoothness term d_n = theta_n - theta_{n-1},
 // the value (0.5 g') |d_n|^2 and the gradient + g' d_n - g' d_{n+1} (g' = ddt / h^2).
 void regularization_values(const ParameterLayout& L, double h, const Regularization& reg, const double* theta,
@@ -91,7 +92,7 @@ void regularization_values(const ParameterLayout& L, double h, const Regularizat
         const std::size_t n = blk.size();
         if (weight > 0.0) values[group + slot] = half * dot(x, x, n);
         if (grad)
-          for (std::size_t k = 0; k < n; ++k) grad[blk.offset + k] = weight > 0.0 ? weight * x[k] : 0.0;
+          for (std::size_t k = 0; k < n; ++k) grad[blk.offset + k] = weight > 0.0 ? 0.0 + weight * x[k] : 0.0;
       }
       ++slot;
       continue;
@@ -102,7 +103,7 @@ void regularization_values(const ParameterLayout& L, double h, const Regularizat
       if (weight > 0.0) values[group + slot + n] = half * dot(x, x, row);
       if (grad) {
         double* gx = grad + blk.offset + static_cast<std::size_t>(n) * row;
-        for (std::size_t k = 0; k < row; ++k) gx[k] = weight > 0.0 ? weight * x[k] : 0.0;
+        for (std::size_t k = 0; k < row; ++k) gx[k] = weight > 0.0 ? 0.0 + weight * x[k] : 0.0;
       }
     }
     if (smooth) {
@@ -111,7 +112,8 @@ void regularization_values(const ParameterLayout& L, double h, const Regularizat
         const double* x = theta + blk.offset + static_cast<std::size_t>(n) * row;
         double* gx = grad ? grad + blk.offset + static_cast<std::size_t>(n) * row : nullptr;
         if (n >= 1) {  // the term of theta_n - theta_{n-1}: this process owns it
-          for (std::size_t k = 0; k < row; ++k) d[k] = x[k] - x[k - row];
+          const double* prev = x - row;
+          for (std::size_t k = 0; k < row; ++k) d[k] = x[k] - prev[k];
           values[smooth_at + n] = half_g * dot(d.data(), d.data(), row);
           if (gx)
             for (std::size_t k = 0; k < row; ++k) gx[k] += g * d[k];

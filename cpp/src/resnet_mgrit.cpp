@@ -1,4 +1,4 @@
-// The dense ResNet's sweeps by MGRIT: propagators and the objective/gradient
+// A residual network's sweeps by MGRIT: propagators and the objective/gradient
 // solver (docs/algorithm.md sections 3-4).
 #include "layerparallel/resnet_mgrit.h"
 
@@ -197,7 +197,7 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
     out.eval.loss = buf[k] / s;
     out.eval.correct = static_cast<std::int64_t>(std::llround(buf[k + 1]));
     // Distributed, each process holds only its parameters: the caller adds the
-    // regularisers per shard (layerparallel.parallel.LayerShard).
+    // regularisers per shard (layerparallel.layer_parallel.LayerShard).
     out.eval.regularization = nprocs_ > 1 ? 0.0 : net_.regularization(theta, reg, grad);
     out.eval.objective = out.eval.loss + out.eval.regularization;
   };

@@ -110,7 +110,7 @@ py::list trace_list(const std::vector<layerparallel::TraceEvent>& ev) {
 }  // namespace
 
 void bind_comm(py::module_& m) {
-  // Reproducible reductions (layerparallel.parallel.LayerShard): one compiled loop
+  // Reproducible reductions (layerparallel.layer_parallel.LayerShard): one compiled loop
   // for every block, so the same values give the same bits on any split.
   m.def(
       "block_dots",

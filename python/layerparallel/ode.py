@@ -152,7 +152,7 @@ def solve(step: StepFunction, u0: npt.ArrayLike, t: Optional[npt.ArrayLike] = No
             ``tol`` relative to the initial value, ``|residual| <= tol * |u0|``
             (2-norms; the residual is that of the finest C-points), ``atol``
             absolute, ``rtol`` relative to the first residual of the call.
-            ALGORITHM.md section 3 explains them.
+            docs/algorithm.md section 3 explains them.
 
     Raises:
         ValueError: a bad input or option (the message names it), or a step

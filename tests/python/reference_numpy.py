@@ -1,5 +1,5 @@
 """Plain numpy reference implementation of the dense ResNet objective and its
-gradient (ALGORITHM.md sections 1-2).  It is the test oracle for the C++ core.
+gradient (docs/algorithm.md sections 1-2).  It is the test oracle for the C++ core.
 
 Conventions
 -----------

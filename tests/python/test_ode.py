@@ -171,7 +171,7 @@ def test_warm_start_is_used():
 def test_convergence_factor_matches_two_level_theory():
     # u' = LAM u, forward Euler a = 1 + h LAM, coarse a_c = 1 + m h LAM; two-level
     # F-relaxation applies E_F = (a^m - a_c)(I - a_c L)^{-1} L to C-point errors
-    # (ALGORITHM.md section 3): measured factors below 1 and below |E_F|_2, the first
+    # (docs/algorithm.md section 3): measured factors below 1 and below |E_F|_2, the first
     # one close to it.
     N, m, T = 64, 4, 4.0
     res = ode.solve(euler, [1.0], T=T, N=N, max_levels=2, cfactor=m, relax="F", iterations=4)

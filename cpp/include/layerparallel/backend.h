@@ -91,7 +91,8 @@ class Backend : public StateSpace {
                                     const double* derivs, int first, const double* const* states, double* slots) = 0;
   /// Doubles per gradient slot of dense_adjoint_chains (0: no fused gradient).
   virtual std::size_t dense_grad_slot_size(int w) const = 0;
-  /// gK / gb of layers [a, b) += the slots summed in chunk order (host memory).
+  /// gK / gb of layers [a, b) += the slots summed in chunk order (host memory). Called
+  /// only where dense_grad_slot_size() > 0 (a device backend has no slots and refuses it).
   virtual void dense_reduce_slots(const DenseLayers& L, const double* slots, int a, int b, int s, double* gK,
                                   double* gb) = 0;
   /// Whether the serial sweeps should keep act'(.) of the forward sweep for the adjoint.
@@ -120,7 +121,9 @@ class Backend : public StateSpace {
   virtual void replicate_opening(const ConvShape& sh, const double* pixels, double* U0, int s) = 0;
   /// Whether the learned conv opening below exists on this backend.
   virtual bool has_conv_opening() const = 0;
-  /// u0 = act(conv(Ko, p / 255) + bo) from the one input channel; pixels host.
+  /// u0 = act(conv(Ko, p / 255) + bo) from the one input channel; pixels host. This and
+  /// the gradient below exist only where has_conv_opening() (ConvResNet refuses the
+  /// learned opening on other backends when it is built, so they are never reached there).
   virtual void conv_opening(Activation act, const ConvShape& sh, const double* Ko, const double* bo,
                             const double* pixels, double* U0, int s) = 0;
   /// gKo, gbo += the opening's gradient from lam0 (deterministic).

@@ -2,7 +2,7 @@
 // operations from it in device_ops.cpp): device memory (a
 // StateSpace, so the MGRIT engine keeps its states there) and the dense-layer
 // kernels on it. Two implementations run the very same kernel bodies
-// (dense_kernels_impl.h):
+// (narrow_kernels_impl.h, state_kernels_impl.h, conv_kernels_impl.h):
 //   - "cuda": real launches on a GPU (CudaBackend in cuda/cuda_backend.cu, CUDA builds);
 //   - "emulator": the bodies over their launch grid on the CPU, in host memory
 //     (grid_emulator.h). Slow, but it runs the whole device-resident training
