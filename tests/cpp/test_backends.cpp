@@ -13,24 +13,13 @@
 #include "layerparallel/conv_network.h"
 #include "layerparallel/network.h"
 #include "dense_problem.h"
+#include "near_vec.h"
 #include "reference.h"
 
 using namespace layerparallel;
 using namespace lptest;
 
 namespace {
-
-// |a - b| <= rel * max|b| over the vector.
-::testing::AssertionResult near_vec(const std::vector<double>& a, const std::vector<double>& b, double rel) {
-  if (a.size() != b.size()) return ::testing::AssertionFailure() << "sizes " << a.size() << " vs " << b.size();
-  double scale = 1e-300;
-  for (double x : b) scale = std::max(scale, std::fabs(x));
-  for (std::size_t k = 0; k < a.size(); ++k)
-    if (!(std::fabs(a[k] - b[k]) <= rel * scale))
-      return ::testing::AssertionFailure() << "entry " << k << ": " << a[k] << " vs " << b[k] << " (scale " << scale
-                                           << ")";
-  return ::testing::AssertionSuccess();
-}
 
 // Host data in a network's backend memory and back.
 struct OnBackend {

@@ -20,6 +20,7 @@
 #include "layerparallel/device_solver.h"
 #include "layerparallel/resnet_mgrit.h"
 #include "dense_problem.h"
+#include "near_vec.h"
 #include "reference.h"
 #include "thread_comm.h"
 
@@ -52,18 +53,6 @@ MgritOptions options(int m, const std::string& store = "all", int levels = 10) {
   o.threads = 1;
   o.max_iter = 60;
   return o;
-}
-
-// |a - b| <= rel * max|b| over the vector.
-::testing::AssertionResult near_vec(const std::vector<double>& a, const std::vector<double>& b, double rel) {
-  if (a.size() != b.size()) return ::testing::AssertionFailure() << "sizes " << a.size() << " vs " << b.size();
-  double scale = 1e-300;
-  for (double x : b) scale = std::max(scale, std::fabs(x));
-  for (std::size_t k = 0; k < a.size(); ++k)
-    if (!(std::fabs(a[k] - b[k]) <= rel * scale))
-      return ::testing::AssertionFailure() << "entry " << k << ": " << a[k] << " vs " << b[k] << " (scale " << scale
-                                           << ")";
-  return ::testing::AssertionSuccess();
 }
 
 std::vector<double> scaled(const std::vector<double>& t, int call) {
