@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "layerparallel/macros.h"
+#include "layerparallel/threading.h"
 #include "mgrit_internal.h"
 
 namespace layerparallel {
@@ -45,7 +46,8 @@ void MgritOptions::validate() const {
   const std::string st = upper(store);
   LP_REQUIRE(st == "ALL" || st == "CPOINTS",
              "MgritOptions.store must be \"all\" or \"cpoints\", got \"" << store << "\"");
-  LP_REQUIRE(threads >= 0, "MgritOptions.threads must be >= 0 (0 = OpenMP default), got " << threads);
+  LP_REQUIRE(threads >= 0 && threads <= thread_limit(), "MgritOptions.threads must be between 0 (OpenMP default) and "
+                                                           << thread_limit() << " (64 per core), got " << threads);
 }
 
 int MgritOptions::relax_cf_pairs(int level) const {

@@ -5,10 +5,13 @@
 
 #include <omp.h>
 
+#include <algorithm>
+
 #include <sstream>
 
 #include "layerparallel/blas.h"
 #include "layerparallel/build_info.h"
+#include "layerparallel/macros.h"
 
 namespace layerparallel {
 
@@ -16,7 +19,15 @@ namespace {
 int g_threads = 0;
 }
 
+int thread_limit() {
+  const long per_core = 64L * std::max(1, omp_get_num_procs());
+  return static_cast<int>(std::min<long>(per_core, std::max(1, omp_get_thread_limit())));
+}
+
 void set_num_threads(int n) {
+  LP_REQUIRE(n >= 0 && n <= thread_limit(), "the number of threads must be between 0 (all cores) and "
+                                                << thread_limit() << " (64 per core on this machine's "
+                                                << omp_get_num_procs() << " cores), got " << n);
   const int t = n > 0 ? n : omp_get_num_procs();
   g_threads = t;
   omp_set_num_threads(t);

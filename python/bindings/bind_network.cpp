@@ -55,6 +55,7 @@ void bind_network(py::module_& m) {
         "Threads for the compiled loops and BLAS (0 = all cores).");
   m.def("num_threads", &num_threads);
   m.def("max_threads", &max_threads);
+  m.def("thread_limit", &thread_limit, "The most threads set_num_threads and MgritOptions.threads take (64 per core).");
   m.def("has_blas", []() {
 #if defined(LP_WITH_BLAS)
     return true;

@@ -184,6 +184,9 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+_INT_MAX = 2**31 - 1
+
+
 def _coerce(section: str, name: str, spec: Key, value: Any) -> Any:
     """Type-check, convert (int -> float) and range-check one value."""
     where = f"{section}.{name}"
@@ -200,6 +203,10 @@ def _coerce(section: str, name: str, spec: Key, value: Any) -> Any:
     if not ok:
         raise ValueError(f"{where} must be of type {t.__name__}, got "
                          f"{_type_name(value)} {value!r}.")
+    if t is int and not name.endswith("seed") and abs(value) > _INT_MAX:
+        # Sizes, counts and factors go to the compiled core as 32-bit integers; a
+        # larger value would fail there with a cast error. Seeds stay Python integers.
+        raise ValueError(f"{where} must be at most {_INT_MAX} (a 32-bit integer), got {value!r}.")
     if t is float:
         value = float(value)
         if not math.isfinite(value):

@@ -12,8 +12,10 @@ __all__ = ["set_num_threads", "num_threads"]
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the compiled loops and BLAS (0 = all cores)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n (the number of threads) must be an integer >= 0 (0 = all cores), got {n!r}")
+    limit = int(_core.thread_limit())
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= limit:
+        raise ValueError(f"n (the number of threads) must be an integer from 0 (all cores) to {limit} "
+                         f"(64 per core), got {n!r}")
     _core.set_num_threads(int(n))
 
 
