@@ -2,6 +2,9 @@
 // files of the generic engine and of the ResNet solvers.
 #pragma once
 
+#include <climits>
+#include <string>
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -27,6 +30,10 @@ inline layerparallel::MgritOptions mgrit_options(const py::dict& d) {
     auto as_int = [&](int& dst) {
       if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
         throw py::value_error("mgrit option " + key + " must be an integer");
+      // The engine takes 32-bit integers: a larger one would be a cast error.
+      if (v.attr("__gt__")(INT_MAX).cast<bool>() || v.attr("__lt__")(INT_MIN).cast<bool>())
+        throw py::value_error("mgrit option " + key + " must be at most " + std::to_string(INT_MAX) +
+                              " in size (a 32-bit integer), got " + py::str(v).cast<std::string>());
       dst = v.cast<int>();
     };
     auto as_float = [&](double& dst) {

@@ -97,3 +97,9 @@ def test_seeds_stay_python_integers(small_config, tmp_path):
     assert (out / "params.npz").exists()
     lp.set_num_threads(0)
     assert np.isfinite(lp.load_model(str(out / "params.npz")).theta).all()
+
+
+@pytest.mark.parametrize("key", ["cfactor", "max_levels", "max_iter", "min_coarse"])
+def test_ode_options_beyond_32_bits_are_one_clear_error(key):
+    with pytest.raises(ValueError, match=f"mgrit option {key} must be at most 2147483647"):
+        lp.solve_ode(lambda u, t0, t1, level: u, [1.0], T=1.0, N=8, **{key: 2**40})
