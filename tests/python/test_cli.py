@@ -109,6 +109,12 @@ def test_gradcheck_passes(small_config, capsys):
         (["optimizer.max_iter=\"ten\""], "optimizer.max_iter"),
         (["data.name=\"files\"", "data.train_features=\"nope.dat\"", "data.train_labels=\"nope.dat\"",
           "data.val_features=\"nope.dat\"", "data.val_labels=\"nope.dat\""], "nope.dat"),
+        # Limits (issue 16): 100000 threads used to segfault, 2**32 + 1 layers to end in a cast error.
+        (["train.threads=100000"], "number of threads"),
+        (["train.mode=\"simultaneous\"", "mgrit.threads=100000"], "MgritOptions.threads"),
+        ([f"model.layers={2**32 + 1}"], "model.layers must be at most 2147483647"),
+        ([f"model.width={2**32 + 5}"], "model.width must be at most 2147483647"),
+        ([f"mgrit.cfactor={2**32 + 2}"], "mgrit.cfactor must be at most 2147483647"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(small_config, tmp_path, capsys, overrides, message):
@@ -121,6 +127,13 @@ def test_bad_input_exits_2_and_writes_nothing(small_config, tmp_path, capsys, ov
     assert message in err
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_seeds_stay_python_integers(small_config, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", str(small_config), "--out", str(out), "--quiet", "--set", f"train.seed={2**40}"]) == 0
+    assert (out / "params.npz").exists()
+    assert np.isfinite(np.load(out / "params.npz")["weights"]).all()
 
 
 def test_malformed_toml_and_missing_file(tmp_path, capsys):

@@ -1,37 +1,13 @@
 """Limits checked before any work: thread counts the machine and OpenMP can run, and
 integers within the range the compiled core takes. Each used to crash or end in a
 cast error (issue 16): 100000 threads segfaulted, layers = 2**32 + 1 gave
-"Unable to cast Python instance"."""
+"Unable to cast Python instance". The command-line cases are in test_cli.py."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import layerparallel as lp
 from layerparallel import _core
-from layerparallel.cli import main
-
-SMALL = """
-[data]
-name = "peaks"
-train_size = 200
-val_size = 50
-
-[model]
-width = 8
-layers = 4
-
-[optimizer]
-max_iter = 2
-"""
-
-
-@pytest.fixture
-def small_config(tmp_path):
-    p = tmp_path / "small.toml"
-    p.write_text(SMALL)
-    return p
-
 
 def test_thread_limit_is_generous_and_finite():
     limit = _core.thread_limit()
@@ -67,36 +43,6 @@ def test_mgrit_threads_beyond_the_limit_are_one_clear_error():
     with pytest.raises(ValueError, match="MgritOptions.threads"):
         solver = lp.Solver(model, mode="exact", mgrit=lp.MgritOptions(cfactor=2, threads=_core.thread_limit() + 1))
         solver(model.theta, data.train_x, data.train_y)
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["train.threads=100000"], "number of threads"),
-        (["train.mode=\"simultaneous\"", "mgrit.threads=100000"], "MgritOptions.threads"),
-        ([f"model.layers={2**32 + 1}"], "model.layers must be at most 2147483647"),
-        ([f"model.width={2**32 + 5}"], "model.width must be at most 2147483647"),
-        ([f"mgrit.cfactor={2**32 + 2}"], "mgrit.cfactor must be at most 2147483647"),
-    ],
-)
-def test_cli_limits_exit_2_with_one_line(small_config, tmp_path, capsys, overrides, message):
-    out = tmp_path / "run"
-    args = ["train", str(small_config), "--out", str(out), "--quiet"]
-    for o in overrides:
-        args += ["--set", o]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err
-    assert len(err.splitlines()) == 1
-    assert not out.exists()
-
-
-def test_seeds_stay_python_integers(small_config, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", str(small_config), "--out", str(out), "--quiet", "--set", f"train.seed={2**40}"]) == 0
-    assert (out / "params.npz").exists()
-    lp.set_num_threads(0)
-    assert np.isfinite(lp.load_model(str(out / "params.npz")).theta).all()
 
 
 @pytest.mark.parametrize("key", ["cfactor", "max_levels", "max_iter", "min_coarse"])
