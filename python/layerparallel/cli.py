@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from .config import load_config
 from .data import load_dataset
-from .io import write_json, write_text
+from .io import dumps_strict, finite_json, write_json, write_text
 
 __all__ = ["main"]
 
@@ -157,9 +156,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.mgrit:
         plot_residuals(result.history, out / "mgrit_residuals.png", switches=result.mgrit["safeguard_switches"],
                        title=f"MGRIT residuals ({cfg.train.mode})")
+    summary, non_finite = finite_json(summary)
+    if non_finite:  # a diverged run: strict JSON has no NaN, so say where the nulls came from
+        summary["stop_reason"] = f"{summary['stop_reason']} (non-finite values written as null: " \
+                                 f"{', '.join(non_finite)})"
     write_json(out / "summary.json", summary)
-    print(json.dumps({k: summary[k] for k in ("train_accuracy", "val_accuracy", "val_loss", "iterations",
-                                              "seconds", "stop_reason")}), flush=True)
+    print(dumps_strict({k: summary[k] for k in ("train_accuracy", "val_accuracy", "val_loss", "iterations",
+                                                "seconds", "stop_reason")}), flush=True)
     return 0
 
 
@@ -173,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     va = model.evaluate(data.val_x, data.val_y, gradient=False, regularized=False)
     if _world().Get_rank() != 0:  # under mpiexec only the first process prints
         return 0
-    print(json.dumps({"train_loss": tr.loss, "train_accuracy": tr.accuracy,
+    print(dumps_strict({"train_loss": tr.loss, "train_accuracy": tr.accuracy,
                       "val_loss": va.loss, "val_accuracy": va.accuracy}))
     return 0
 
@@ -216,7 +219,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     ok = bool(worst <= args.tol)
     if _world().Get_rank() != 0:
         return 0 if ok else 1
-    print(json.dumps({"max_relative_error": float(worst), "parameter": name, "index": worst_k,
+    print(dumps_strict({"max_relative_error": float(worst), "parameter": name, "index": worst_k,
                       "checked": int(len(idx)), "below_noise": int(model.size - measurable.size),
                       "tol": args.tol, "passed": ok}))
     return 0 if ok else 1
