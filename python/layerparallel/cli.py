@@ -98,6 +98,21 @@ def _load(args: argparse.Namespace):
     return cfg, data
 
 
+def _check_writable_folder(out: Path) -> None:
+    """Refuses, before any training, a run folder that could not be written at the end:
+    one that is a file, lies under a file, or whose nearest existing folder is not
+    writable. Creates nothing (a run refused later leaves no folder behind)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    probe = out.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--out {out} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} cannot be written: no write permission in {probe}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .plots import plot_decision_regions, plot_history, plot_residuals
     from .train import build_model, train
@@ -107,8 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, data = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
+    _check_writable_folder(out)
     grid = ProcessGrid.create(_world(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
     model = build_model(cfg, data)
     if cfg.train.params:

@@ -136,6 +136,18 @@ def test_seeds_stay_python_integers(small_config, tmp_path):
     assert np.isfinite(np.load(out / "params.npz")["weights"]).all()
 
 
+def test_out_under_a_file_is_refused_before_training(small_config, tmp_path, capsys):
+    """Issue 16: an --out whose parent is a file used to fail only when the results were
+    written, after the whole run, losing the trained result."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = blocker / "run"
+    assert main(["train", str(small_config), "--out", str(out), "--set", "optimizer.max_iter=100000"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"layerparallel: error: --out {out} cannot be created: {blocker} is a file, not a folder"
+    assert captured.out == ""  # refused before any training output
+
+
 def test_malformed_toml_and_missing_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[model\nwidth = 8\n")
