@@ -51,24 +51,24 @@ class LayerShard:
         self.layers = (a, b)
         self.first, self.last = r == 0, r == P - 1
         idx: list[np.ndarray] = []
-        bounds, slots, hidden_slots, classifier_slots = [0], [], [], []
+        bounds, slots = [0], []
         self.blocks: dict[str, tuple[int, int]] = {}
+        self._offsets: dict[str, int] = {}  # per-layer blocks in the full vector
         pos = slot = 0
         for name, off, shape in model.layout:
             n = int(np.prod(shape)) if shape else 1
             if name in self.PER_LAYER:
                 per = n // N
                 self.blocks[name] = (pos, per)
+                self._offsets[name] = off
                 idx.append(np.arange(off + a * per, off + b * per))
                 for layer in range(a, b):
                     bounds.append(bounds[-1] + per)
                     slots.append(slot + layer)
-                hidden_slots.extend(range(slot, slot + N))
                 slot += N
                 pos += (b - a) * per
                 continue
             owned = self.last if name.startswith("classifier") else self.first
-            (classifier_slots if name.startswith("classifier") else hidden_slots).append(slot)
             if owned:
                 idx.append(np.arange(off, off + n))
                 bounds.append(bounds[-1] + n)
@@ -80,12 +80,9 @@ class LayerShard:
         self._bounds = np.asarray(bounds, dtype=np.int64)
         self._slots = np.asarray(slots, dtype=np.int64)
         self.n_slots = slot
-        self._hidden = np.isin(self._slots, hidden_slots)
-        self._classifier = np.isin(self._slots, classifier_slots)
-        # Entries of the classifier blocks (for the classifier's Tikhonov gradient).
-        self.classifier_mask = np.zeros(self.size, dtype=bool)
-        for k in np.flatnonzero(self._classifier):
-            self.classifier_mask[self._bounds[k]:self._bounds[k + 1]] = True
+        # The full vector the compiled regulariser reads: the owned entries and, with
+        # split layers, the neighbouring layers' rows; nothing else is read.
+        self._reg_full = np.zeros(model.size)
 
     def local(self, theta: np.ndarray) -> np.ndarray:
         """The owned entries of a full parameter vector."""
@@ -96,7 +93,7 @@ class LayerShard:
 
     def gather(self, local: np.ndarray) -> np.ndarray:
         """The full parameter vector on every layer process (for files and plots)."""
-        full = np.zeros(self.model.size)
+        full = self._reg_full
         full[self.index] = local
         return comm_sum(self.comm, full) if self.comm is not None else full
 
@@ -127,12 +124,11 @@ class LayerShard:
         full[self.index] = local
         a, b = self.layers
         if r.ddt > 0 and self.model.layers > 1 and self.comm is not None and self.comm.size() > 1:
-            offsets = {name: off for name, off, _ in self.model.layout}
             for k, name in enumerate(self.PER_LAYER):
                 pos, per = self.blocks[name]
                 blk = local[pos:pos + (b - a) * per].reshape(b - a, per)
                 left, right = comm_exchange(self.comm, blk[0], blk[-1], tag=1000 + 2 * k)
-                off = offsets[name]
+                off = self._offsets[name]
                 if left is not None:
                     full[off + (a - 1) * per:off + a * per] = left
                 if right is not None:
