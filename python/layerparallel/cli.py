@@ -1,14 +1,19 @@
 """The ``layerparallel`` command: train, evaluate, gradcheck, info.
 
-Bad input (config, data, parameter files) ends with one line on stderr and
-exit status 2; results are written atomically.
+Bad input (config, data, parameter files, an unwritable folder, a run that
+does not fit in memory) ends with one line on stderr and exit status 2, on
+one process or many; a run's results appear in its folder all at once.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import hashlib
 import io
+import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,7 +22,9 @@ import numpy as np
 
 from .config import load_config
 from .data import load_dataset
-from .io import dumps_strict, finite_json, write_json, write_text
+from .errors import Reported, describe, report
+from .io import (dumps_strict, finite_json, folder_entries, remove_stale_temporaries, staged_folder, write_json,
+                 write_text)
 
 __all__ = ["main"]
 
@@ -27,15 +34,23 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Layer-parallel training of deep residual networks with MGRIT.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def debug(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--debug", action="store_true", help="print the traceback of an error, not only its line")
+
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("config", help="experiment configuration (TOML)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one configuration value (repeatable)")
+        debug(sp)
 
     t = sub.add_parser("train", help="run a whole experiment and write its results")
     common(t)
     t.add_argument("--out", help="output folder (default: runs/<config name>)")
     t.add_argument("--quiet", action="store_true", help="print only the final summary")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --out (refused otherwise)")
+    t.add_argument("--dry-run", action="store_true",
+                   help="check everything and print the plan (sizes, memory, processes, threads) without training")
 
     e = sub.add_parser("evaluate", help="losses and accuracies of a parameter file (JSON on stdout)")
     common(e)
@@ -43,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="version, BLAS, SIMD and vector math, OpenMP, MPI and CUDA of this installation")
     i.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    debug(i)
 
     g = sub.add_parser("gradcheck", help="compare the gradient with central finite differences")
     common(g)
@@ -98,10 +114,56 @@ def _load(args: argparse.Namespace):
     return cfg, data
 
 
-def _check_writable_folder(out: Path) -> None:
+def _fingerprint(cfg: Any, data: Any) -> str:
+    """A hash of the settings and the data a process will train with (the labels and a
+    sample of the features), to compare across the processes of a job."""
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    for a in (data.train_x, data.train_y, data.val_x, data.val_y):
+        a = np.asarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        step = max(1, a.shape[0] // 1000) if a.ndim else 1
+        h.update(np.ascontiguousarray(a[::step]).tobytes())
+    return h.hexdigest()
+
+
+def _together(comm: Any, prepare: Any, fingerprint: Any = None) -> Any:
+    """Run ``prepare`` (no communication inside) on every process of the job and agree on
+    its outcome before any collective: if a process failed, the first such process prints
+    its one line and every process raises :class:`Reported` with its exit status; if the
+    processes were given different settings (``fingerprint`` differs), the first process
+    says so. One process: ``prepare``'s exceptions pass through unchanged."""
+    if comm.Get_size() == 1:
+        return prepare()
+    result, error = None, None
+    try:
+        result = prepare()
+    except Exception as exc:  # noqa: BLE001 - every kind is reported below, once
+        error = exc
+    mine = (describe(error) if error is not None else None,
+            fingerprint(result) if error is None and fingerprint else None)
+    everyone = comm.allgather(mine)
+    rank = comm.Get_rank()
+    failed = [r for r, (err, _) in enumerate(everyone) if err is not None]
+    if failed:
+        if rank == failed[0]:
+            report(error, rank=rank, debug=False)
+        raise Reported(everyone[failed[0]][0][1])
+    prints = [fp for _, fp in everyone]
+    if any(fp != prints[0] for fp in prints):
+        other = next(r for r, fp in enumerate(prints) if fp != prints[0])
+        if rank == 0:
+            print(f"layerparallel: error: the processes were given different settings or data: process {other}'s "
+                  "configuration differs from process 0's; every process of the job must run the same command "
+                  "with the same files", file=sys.stderr, flush=True)
+        raise Reported(2)
+    return result
+
+
+def _check_writable_folder(out: Path, overwrite: bool = False) -> None:
     """Refuses, before any training, a run folder that could not be written at the end:
     one that is a file, lies under a file, or whose nearest existing folder is not
-    writable. Creates nothing (a run refused later leaves no folder behind)."""
+    writable; and one that holds an earlier run unless ``overwrite``. Creates nothing
+    (a run refused later leaves no folder behind)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     probe = out.absolute()
@@ -109,8 +171,14 @@ def _check_writable_folder(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"--out {out} cannot be created: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out} cannot be written: no write permission in {probe}")
+    writable = probe.parent if probe == out.absolute() else probe  # the folder is replaced from its parent
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} cannot be written: no write permission in {writable}")
+    held = folder_entries(out)
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise ValueError(f"--out {out} already holds files ({shown}); pass --overwrite to replace them "
+                         "or choose another folder")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -120,17 +188,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import _core
     from .grid import ProcessGrid
 
-    cfg, data = _load(args)
+    comm = _world()
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    _check_writable_folder(out)
-    grid = ProcessGrid.create(_world(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
-    model = build_model(cfg, data)
-    if cfg.train.params:
-        model.load_parameters(cfg.train.params)
+
+    def prepare():
+        cfg, data = _load(args)
+        if comm.Get_rank() == 0:
+            _check_writable_folder(out, args.overwrite)
+        ProcessGrid.check(comm.Get_size(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
+        model = build_model(cfg, data)
+        if cfg.train.params:
+            model.load_parameters(cfg.train.params)
+        return cfg, data, model
+
+    cfg, data, model = _together(comm, prepare, lambda r: _fingerprint(r[0], r[1]))
+    if args.dry_run:
+        if comm.Get_rank() == 0:
+            print(json.dumps({"config": str(args.config), "out": str(out), "processes": comm.Get_size(),
+                              "parameters": int(model.size)}, indent=2))
+        return 0
+    grid = ProcessGrid.create(comm, cfg.parallel.layer_procs, cfg.parallel.data_procs)
     from .datasets import class_balance, format_class_balance
 
-    if grid.is_root and not args.quiet:
-        print(format_class_balance(data), file=sys.stderr, flush=True)
+    if grid.is_root:
+        remove_stale_temporaries(out.absolute().parent)
+        remove_stale_temporaries(out)
+        if not args.quiet:
+            print(format_class_balance(data), file=sys.stderr, flush=True)
     # Every process trains (on its share of the examples); only the first one talks and writes.
     progress = _Progress(cfg.optimizer.max_iter, args.quiet or not grid.is_root)
     result = train(model, data, cfg, callback=progress, grid=grid)
@@ -158,23 +242,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if result.mgrit:
         summary["mgrit"] = result.mgrit
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "history.csv", _history_csv(result.history, result.columns))
-    saved_model = cfg.to_dict()["model"] | {"n_features": data.n_features}
-    if cfg.model.kind == "conv":
-        saved_model |= {"image_height": model.height, "image_width": model.width}
-    model.save(out / "params.npz", config=cfg.to_dict() | {"model": saved_model})
-    plot_history(result.history, out / "training.png", title=f"{Path(args.config).stem} ({cfg.train.mode})")
-    if data.n_features == 2:
-        plot_decision_regions(model, data.val_x, data.val_y, out / "decision_regions.png")
-    if result.mgrit:
-        plot_residuals(result.history, out / "mgrit_residuals.png", switches=result.mgrit["safeguard_switches"],
-                       title=f"MGRIT residuals ({cfg.train.mode})")
     summary, non_finite = finite_json(summary)
     if non_finite:  # a diverged run: strict JSON has no NaN, so say where the nulls came from
         summary["stop_reason"] = f"{summary['stop_reason']} (non-finite values written as null: " \
                                  f"{', '.join(non_finite)})"
-    write_json(out / "summary.json", summary)
+    # Every file goes into a fresh folder that replaces --out in one step at the end, so
+    # a failure or an interrupt while writing leaves --out as it was.
+    with staged_folder(out, overwrite=args.overwrite) as stage:
+        write_text(stage / "history.csv", _history_csv(result.history, result.columns))
+        saved_model = cfg.to_dict()["model"] | {"n_features": data.n_features}
+        if cfg.model.kind == "conv":
+            saved_model |= {"image_height": model.height, "image_width": model.width}
+        model.save(stage / "params.npz", config=cfg.to_dict() | {"model": saved_model})
+        plot_history(result.history, stage / "training.png", title=f"{Path(args.config).stem} ({cfg.train.mode})")
+        if data.n_features == 2:
+            plot_decision_regions(model, data.val_x, data.val_y, stage / "decision_regions.png")
+        if result.mgrit:
+            plot_residuals(result.history, stage / "mgrit_residuals.png", switches=result.mgrit["safeguard_switches"],
+                           title=f"MGRIT residuals ({cfg.train.mode})")
+        write_json(stage / "summary.json", summary)
     print(dumps_strict({k: summary[k] for k in ("train_accuracy", "val_accuracy", "val_loss", "iterations",
                                                 "seconds", "stop_reason")}), flush=True)
     return 0
@@ -183,9 +269,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import build_model
 
-    cfg, data = _load(args)
-    model = build_model(cfg, data)
-    model.load_parameters(args.params)
+    def prepare():
+        cfg, data = _load(args)
+        model = build_model(cfg, data)
+        model.load_parameters(args.params)
+        return cfg, data, model
+
+    cfg, data, model = _together(_world(), prepare, lambda r: _fingerprint(r[0], r[1]))
     tr = model.evaluate(data.train_x, data.train_y, gradient=False, regularized=False)
     va = model.evaluate(data.val_x, data.val_y, gradient=False, regularized=False)
     if _world().Get_rank() != 0:  # under mpiexec only the first process prints
@@ -202,8 +292,11 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         raise ValueError("--samples and --examples must be at least 1")
     if not (args.eps > 0):
         raise ValueError(f"--eps must be positive, got {args.eps}")
-    cfg, data = _load(args)
-    model = build_model(cfg, data)
+    def prepare():
+        cfg, data = _load(args)
+        return cfg, data, build_model(cfg, data)
+
+    cfg, data, model = _together(_world(), prepare, lambda r: _fingerprint(r[0], r[1]))
     rng = np.random.default_rng(cfg.train.seed)
     # Move off the tiny initial weights so every term of the gradient matters.
     model.theta += 0.3 * rng.standard_normal(model.size)
@@ -253,20 +346,30 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "info":
-        return cmd_info(args)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck, "info": cmd_info}
     from .comm import abort_on_error
 
-    comm = _world()
+    # SIGTERM (a batch system ending the job) unwinds like Ctrl-C: results being
+    # written are dropped and --out stays as it was.
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        comm = _world()
         # Under mpiexec an error on one process ends the whole job (exit 2 for bad
         # input) instead of leaving the others waiting in a collective.
-        with abort_on_error(comm):
+        with abort_on_error(comm, debug=args.debug):
             return handlers[args.command](args)
-    except ValueError as exc:
-        print(f"layerparallel: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("layerparallel: interrupted", file=sys.stderr)
-        return 130
+    except Reported as exc:  # printed once already, by the process where it happened
+        return exc.code
+    except Exception as exc:  # noqa: BLE001 - one line for every kind; a traceback with --debug
+        return report(exc, debug=args.debug)
+    except KeyboardInterrupt as exc:
+        return report(exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

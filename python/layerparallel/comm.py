@@ -12,7 +12,6 @@ import contextlib
 import os
 import sys
 import time
-import traceback
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -85,19 +84,20 @@ def world() -> Any:
 
 
 @contextlib.contextmanager
-def abort_on_error(comm: Any, exit_code: int = 1) -> Iterator[None]:
-    """On an exception in this process: print it (with the rank) and abort the whole
-    job, so the other processes never wait forever in a collective."""
+def abort_on_error(comm: Any, exit_code: int = 1, debug: bool = False) -> Iterator[None]:
+    """On an exception in this process: print it as one line (with the rank; the
+    traceback only when debugging) and abort the whole job, so the other processes
+    never wait forever in a collective. A user's error aborts with status 2."""
+    from .errors import Reported, describe, report
+
     try:
         yield
     except BaseException as exc:
-        if comm.Get_size() > 1 and not isinstance(exc, SystemExit):
-            code = 2 if isinstance(exc, ValueError) else exit_code
-            print(f"layerparallel: rank {comm.Get_rank()}: error: {exc}", file=sys.stderr, flush=True)
-            if not isinstance(exc, ValueError):
-                traceback.print_exc(file=sys.stderr)
+        if comm.Get_size() > 1 and not isinstance(exc, (SystemExit, Reported)):
+            report(exc, rank=comm.Get_rank(), debug=debug)
+            code = describe(exc)[1]
             sys.stderr.flush()
-            comm.Abort(code)
+            comm.Abort(2 if code == 2 else exit_code)
         raise
 
 

@@ -28,7 +28,17 @@ class ProcessGrid:
     @classmethod
     def create(cls, comm: Any = None, layer_procs: int = 1, data_procs: int = 0) -> "ProcessGrid":
         comm = comm if comm is not None else world()
-        size = comm.Get_size()
+        layer_procs, data_procs = cls.check(comm.Get_size(), layer_procs, data_procs)
+        rank = comm.Get_rank()
+        layer_comm = comm.Split(rank // layer_procs, rank)
+        data_comm = comm.Split(rank % layer_procs, rank)
+        return cls(comm, layer_procs, data_procs, layer_comm, data_comm)
+
+    @staticmethod
+    def check(size: int, layer_procs: int = 1, data_procs: int = 0) -> tuple[int, int]:
+        """``(layer_procs, data_procs)`` for ``size`` processes (``data_procs = 0``: all
+        that remain), or a ValueError naming the setting that does not fit; needs no
+        communication."""
         if layer_procs < 1:
             raise ValueError(f"parallel.layer_procs must be at least 1, got {layer_procs}")
         if data_procs < 0:
@@ -41,10 +51,7 @@ class ProcessGrid:
             raise ValueError(f"the process grid parallel.layer_procs x parallel.data_procs = {layer_procs} x "
                              f"{data_procs} = {layer_procs * data_procs} does not match the communicator's "
                              f"{size} processes")
-        rank = comm.Get_rank()
-        layer_comm = comm.Split(rank // layer_procs, rank)
-        data_comm = comm.Split(rank % layer_procs, rank)
-        return cls(comm, layer_procs, data_procs, layer_comm, data_comm)
+        return layer_procs, data_procs
 
     @property
     def rank(self) -> int:

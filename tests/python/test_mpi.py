@@ -141,7 +141,36 @@ def test_grid_that_does_not_match_is_a_clear_error(config, tmp_path):
     r = mpirun(3, train_args(config, tmp_path / "run", "parallel.data_procs=2"))
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "does not match the communicator's 3 processes" in r.stderr
+    # Every process finds the error; one prints it, first, without a traceback.
+    assert r.stderr.count("layerparallel:") == 1 and r.stderr.lstrip().startswith("layerparallel: rank 0: error:")
+    assert "Traceback" not in r.stderr and "MPI_ABORT" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_processes_given_different_settings_is_a_clear_error(config, tmp_path):
+    """Issue 16: ranks given different settings used to end in "MPI_Allreduce failed"."""
+    a = train_args(config, tmp_path / "run")
+    cmd = [MPIEXEC, "--oversubscribe", "-n", "1", sys.executable, *a, ":",
+           "-n", "1", sys.executable, *a, "--set", "model.width=6"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.lstrip().startswith("layerparallel: error: the processes were given different settings or "
+                                        "data: process 1's configuration differs from process 0's")
+    assert r.stderr.count("layerparallel:") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_on_one_process_is_printed_by_it_alone(config, tmp_path):
+    # Only rank 1 cannot read its parameter file: its line, once, and exit 2 everywhere.
+    params = tmp_path / "p.npz"
+    params.write_text("not parameters")
+    a = train_args(config, tmp_path / "run")
+    cmd = [MPIEXEC, "--oversubscribe", "-n", "1", sys.executable, *a, ":",
+           "-n", "1", sys.executable, *a, "--set", f'train.params="{params}"']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.lstrip().startswith("layerparallel: rank 1: error:") and str(params) in r.stderr
+    assert r.stderr.count("layerparallel:") == 1 and "Traceback" not in r.stderr
 
 
 def test_params_written_by_p_load_on_q(config, tmp_path):
