@@ -80,6 +80,30 @@ ResNetMgrit::ResNetMgrit(const ResidualNetwork& net, int batch, const MgritOptio
 
 void ResNetMgrit::reset() { started_ = false; }
 
+std::size_t ResNetMgrit::trajectory_size() const {
+  return static_cast<std::size_t>(spec_layers_ + 1) * net_.state_size(batch_);
+}
+
+void ResNetMgrit::save_warm_start(double* forward, double* adjoint) {
+  LP_REQUIRE(started_, "no warm start to save: the solver has not evaluated since it was built or reset");
+  LP_REQUIRE(net_.space().host(), "warm starts of a device-resident solver cannot be saved");
+  forward_.trajectory(forward);
+  adjoint_.trajectory(adjoint);
+}
+
+void ResNetMgrit::load_warm_start(const double* forward, const double* adjoint) {
+  LP_REQUIRE(net_.space().host(), "warm starts of a device-resident solver cannot be loaded");
+  // Point 0 of each trajectory is its initial value (replaced by the next evaluation);
+  // the rest becomes the iterate, as after the saved solver's last evaluation.
+  forward_.set_initial(forward);
+  forward_.reset();
+  forward_.warm_start(forward);
+  adjoint_.set_initial(adjoint);
+  adjoint_.reset();
+  adjoint_.warm_start(adjoint);
+  started_ = true;
+}
+
 void ResNetMgrit::bcast_state(StateBuffer& v, int root) {
   StateSpace& sp = net_.space();
   if (sp.host() || comm_->accepts_device_memory()) {

@@ -103,6 +103,31 @@ void bind_resnet_mgrit(py::module_& m) {
       .def_property_readonly("adjoint_steps_per_level",
                              [](const PyResNetMgrit& p) { return p.solver().adjoint_solver().steps_per_level(); })
       .def("reset", [](PyResNetMgrit& p) { p.solver().reset(); }, "Forget the warm-start state.")
+      .def_property_readonly("started", [](const PyResNetMgrit& p) { return p.solver().started(); },
+                             "Whether a warm start exists (an evaluation ran since construction or reset()).")
+      .def(
+          "warm_start_state",
+          [](PyResNetMgrit& p) -> py::object {
+            ResNetMgrit& s = p.solver();
+            if (!s.started()) return py::none();
+            const auto n = static_cast<py::ssize_t>(s.trajectory_size());
+            DArray f(n), a(n);
+            s.save_warm_start(f.mutable_data(), a.mutable_data());
+            return py::make_tuple(f, a);
+          },
+          "The forward and adjoint warm-start trajectories (flat, for a checkpoint), or None before the first "
+          "evaluation.")
+      .def(
+          "load_warm_start_state",
+          [](PyResNetMgrit& p, const py::handle& forward, const py::handle& adjoint) {
+            ResNetMgrit& s = p.solver();
+            const auto n = static_cast<py::ssize_t>(s.trajectory_size());
+            DArray f = as_doubles(forward, "forward warm start", 1, n);
+            DArray a = as_doubles(adjoint, "adjoint warm start", 1, n);
+            s.load_warm_start(f.data(), a.data());
+          },
+          py::arg("forward"), py::arg("adjoint"),
+          "Restore warm_start_state()'s arrays: the next evaluation continues as the saved solver's would.")
       .def("set_fused_final_sweep", [](PyResNetMgrit& p, bool on) { p.solver().set_fused_final_sweep(on); },
            py::arg("on"),
            "Form act' and the parameter gradient inside the last finest sweeps of fixed-budget solves (on by "

@@ -44,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         debug(sp)
 
     t = sub.add_parser("train", help="run a whole experiment and write its results")
-    common(t)
+    t.add_argument("config", nargs="?", help="experiment configuration (TOML); omitted with --resume")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one configuration value (repeatable)")
+    debug(t)
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run whose checkpoint is in RUN_DIR (its configuration, its folder)")
     t.add_argument("--out", help="output folder (default: runs/<config name>)")
     t.add_argument("--quiet", action="store_true", help="print only the final summary")
     t.add_argument("--overwrite", action="store_true",
@@ -183,25 +188,47 @@ def _check_writable_folder(out: Path, overwrite: bool = False) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .plots import plot_decision_regions, plot_history, plot_residuals
-    from .train import build_model, train
+    from .train import build_model, planned_steps, train
 
     from . import _core
     from .grid import ProcessGrid
 
+    from .checkpoint import Checkpointer, read_manifest
+    from .config import config_from_dict
+    from .train import TrainingInterrupted
+
     comm = _world()
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.resume is not None:
+        if args.config is not None or args.overrides or args.out is not None or args.overwrite:
+            raise ValueError("--resume RUN_DIR continues a run as it was configured: give no CONFIG, --set, "
+                             "--out or --overwrite with it")
+        out = Path(args.resume)
+    elif args.config is None:
+        raise ValueError("train needs a CONFIG file (or --resume RUN_DIR)")
+    else:
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    name = Path(args.config).stem if args.config else out.name
 
     def prepare():
-        cfg, data = _load(args)
-        if comm.Get_rank() == 0:
+        if args.resume is not None:
+            manifest = read_manifest(out)
+            cfg = config_from_dict(manifest["config"], base_dir=manifest.get("base_dir"))
+            data = load_dataset(cfg.data, cfg.base_dir)
+        else:
+            cfg, data = _load(args)
+        if comm.Get_rank() == 0 and args.resume is None:
             _check_writable_folder(out, args.overwrite)
         ProcessGrid.check(comm.Get_size(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
         model = build_model(cfg, data)
-        if cfg.train.params:
+        if cfg.train.params and args.resume is None:
             model.load_parameters(cfg.train.params)
         return cfg, data, model
 
     cfg, data, model = _together(comm, prepare, lambda r: _fingerprint(r[0], r[1]))
+    # Checkpoints go into the run folder while the run goes on (every
+    # train.checkpoint_every steps, and on SIGINT / SIGTERM); the results replace them.
+    ckpt = Checkpointer(out, cfg.train.checkpoint_every, comm if comm.Get_size() > 1 else None,
+                        config=cfg.to_dict(), extra={"base_dir": str(Path(cfg.base_dir).absolute())})
     if args.dry_run:
         if comm.Get_rank() == 0:
             print(json.dumps({"config": str(args.config), "out": str(out), "processes": comm.Get_size(),
@@ -216,8 +243,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(format_class_balance(data), file=sys.stderr, flush=True)
     # Every process trains (on its share of the examples); only the first one talks and writes.
-    progress = _Progress(cfg.optimizer.max_iter, args.quiet or not grid.is_root)
-    result = train(model, data, cfg, callback=progress, grid=grid)
+    o = cfg.optimizer
+    steps = planned_steps(o.max_iter, o.epochs, o.batch_size, len(data.train_y))
+    progress = _Progress(steps, args.quiet or not grid.is_root)
+    try:
+        result = train(model, data, cfg, callback=progress, grid=grid, checkpoint=ckpt,
+                       resume=args.resume is not None)
+    except TrainingInterrupted as exc:
+        progress.close()
+        if grid.is_root:
+            print(f"layerparallel: {exc} (continue with: layerparallel train --resume {out})", file=sys.stderr,
+                  flush=True)
+        return 130
     progress.close()
     if not grid.is_root:
         return 0
@@ -248,13 +285,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  f"{', '.join(non_finite)})"
     # Every file goes into a fresh folder that replaces --out in one step at the end, so
     # a failure or an interrupt while writing leaves --out as it was.
-    with staged_folder(out, overwrite=args.overwrite) as stage:
+    with staged_folder(out, overwrite=args.overwrite or args.resume is not None or ckpt.written > 0) as stage:
         write_text(stage / "history.csv", _history_csv(result.history, result.columns))
         saved_model = cfg.to_dict()["model"] | {"n_features": data.n_features}
         if cfg.model.kind == "conv":
             saved_model |= {"image_height": model.height, "image_width": model.width}
         model.save(stage / "params.npz", config=cfg.to_dict() | {"model": saved_model})
-        plot_history(result.history, stage / "training.png", title=f"{Path(args.config).stem} ({cfg.train.mode})")
+        plot_history(result.history, stage / "training.png", title=f"{name} ({cfg.train.mode})")
         if data.n_features == 2:
             plot_decision_regions(model, data.val_x, data.val_y, stage / "decision_regions.png")
         if result.mgrit:

@@ -108,8 +108,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ddt": Key(float, 1e-7, **_ge(0)),
     },
     "optimizer": {
-        "name": Key(str, "lbfgs", choices=("lbfgs", "gd", "adam")),
-        "max_iter": Key(int, 100, **_ge(0)),
+        "name": Key(str, "lbfgs", choices=("lbfgs", "gd", "adam", "sgd")),
+        "max_iter": Key(int, 100, **_ge(0), doc="optimiser steps (mini-batches, or iterations in full batch); "
+                                                 "used when epochs = 0"),
+        "epochs": Key(int, 0, **_ge(0), doc="passes over the training set (max_iter is then not used); "
+                                            "0 = run max_iter steps"),
         "memory": Key(int, 10, **_ge(1)),
         "c1": Key(float, 1e-4, **_UNIT_OPEN),
         "shrink": Key(float, 0.5, **_UNIT_OPEN),
@@ -120,13 +123,28 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "beta1": Key(float, 0.9, **_UNIT_HALF),
         "beta2": Key(float, 0.999, **_UNIT_HALF),
         "eps": Key(float, 1e-8, **_gt(0)),
+        "momentum": Key(float, 0.0, **_UNIT_HALF, doc="sgd: heavy-ball momentum"),
+        "nesterov": Key(bool, False, doc="sgd: Nesterov momentum (needs momentum > 0)"),
+        "weight_decay": Key(float, 0.0, **_ge(0), doc="sgd, adam: weight decay"),
+        "decoupled": Key(bool, True, doc="adam: decoupled weight decay (AdamW); false = L2 in the gradient"),
+        "schedule": Key(str, "constant", choices=("constant", "step", "cosine"),
+                        doc="sgd, adam: learning-rate schedule over the run's steps"),
+        "warmup_steps": Key(int, 0, **_ge(0), doc="sgd, adam: linear warm-up steps before the schedule"),
+        "step_size": Key(int, 0, **_ge(0), doc="schedule = step: steps between decays (>= 1 there)"),
+        "gamma": Key(float, 0.1, lo=0.0, hi=1.0, lo_open=True, doc="schedule = step: decay factor"),
+        "min_lr_factor": Key(float, 0.0, lo=0.0, hi=1.0, doc="schedule = cosine: final learning rate / initial"),
     },
     "train": {
         "mode": Key(str, "serial", choices=("serial", "exact", "simultaneous"),
                     doc="serial sweeps | MGRIT to tolerance | one-shot MGRIT budget"),
         "seed": Key(int, 0, **_ge(0)),
         "threads": Key(int, 0, **_ge(0), doc="0 = all cores"),
-        "eval_every": Key(int, 1, **_ge(1)),
+        "eval_every": Key(int, 0, **_ge(0), doc="a history row every k steps; 0 = once per epoch (every "
+                                                "iteration in full batch)"),
+        "checkpoint_every": Key(int, 0, **_ge(0), doc="write a checkpoint into the run folder every k steps "
+                                                      "(0 = only when SIGINT or SIGTERM stops the run)"),
+        "full_eval": Key(bool, False, doc="mini-batches: training metrics from a forward pass over the whole "
+                                          "training set instead of the running means of the batches"),
         "device": Key(str, "cpu", choices=("cpu", "cuda", "emulator"),
                       doc="cpu | cuda (states, adjoints, parameters and gradients on the GPU; dense networks, "
                           "and convolutional ones with the replicate opening; the serial mode runs as one-level "

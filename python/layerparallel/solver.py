@@ -70,6 +70,13 @@ class SerialSolver:
             return self.last
         return None
 
+    def state_dict(self, train_features: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """The counters a checkpoint keeps (see :mod:`layerparallel.checkpoint`)."""
+        return {"evaluations": self.evaluations}
+
+    def load_state_dict(self, state: dict[str, Any], train_features: Optional[np.ndarray] = None) -> None:
+        self.evaluations = int(state["evaluations"])
+
     # The serial sweeps are exact: nothing to monitor.
     columns = HISTORY_COLUMNS
 
@@ -131,17 +138,51 @@ class MgritSolver(SerialSolver):
         """Whether the safeguard watches this solver (simultaneous mode with ``mgrit.safeguard``)."""
         return self.mode == "simultaneous" and self.mgrit.safeguard
 
-    def _solver(self, features: np.ndarray) -> Any:
-        s = features.shape[0]
+    def _engine(self, s: int) -> Any:
         solver = self._solvers.get(s)
         if solver is None:
             solver = _core.ResNetMgrit(self.model.core, s, self.options, self.options, self.comm, self.device)
             solver.set_relative_tolerance(self.mgrit.tol)
             self._solvers[s] = solver
-        elif self._data_of.get(s) != id(features):
+        return solver
+
+    def _solver(self, features: np.ndarray) -> Any:
+        s = features.shape[0]
+        fresh = s not in self._solvers
+        solver = self._engine(s)
+        if not fresh and self._data_of.get(s) != id(features):
             solver.reset()  # another batch: a warm start would be meaningless
         self._data_of[s] = id(features)
         return solver
+
+    def state_dict(self, train_features: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """Counters, safeguard state and the warm starts (host memory) of the engines;
+        the warm start of ``train_features`` is marked to be reattached to it on loading."""
+        state: dict[str, Any] = {
+            "evaluations": self.evaluations, "forced_exact": self.forced_exact, "switches": self.switches,
+            "totals": self.totals, "fwd_factors": self.fwd_factors, "bwd_factors": self.bwd_factors,
+            "last_report": self.last_report, "warm_sizes": [], "train_size": -1}
+        for s, solver in self._solvers.items():
+            if self.device != "cpu" or not solver.started:
+                continue
+            state[f"warm_forward_{s}"], state[f"warm_adjoint_{s}"] = solver.warm_start_state()
+            state["warm_sizes"].append(int(s))
+            if train_features is not None and self._data_of.get(s) == id(train_features):
+                state["train_size"] = int(s)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], train_features: Optional[np.ndarray] = None) -> None:
+        self.evaluations = int(state["evaluations"])
+        self.forced_exact = int(state["forced_exact"])
+        self.switches = list(state["switches"])
+        self.totals = dict(state["totals"])
+        self.fwd_factors = [float(x) for x in state["fwd_factors"]]
+        self.bwd_factors = [float(x) for x in state["bwd_factors"]]
+        self.last_report = dict(state["last_report"])
+        for s in state["warm_sizes"]:
+            self._engine(int(s)).load_warm_start_state(state[f"warm_forward_{s}"], state[f"warm_adjoint_{s}"])
+            if int(s) == state["train_size"] and train_features is not None:
+                self._data_of[int(s)] = id(train_features)
 
     def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
                  regularized: bool = True) -> Evaluation:

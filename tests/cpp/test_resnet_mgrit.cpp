@@ -155,6 +155,43 @@ TEST(ResNetMgrit, WarmStartedBudgetConvergesAcrossCalls) {
   EXPECT_GT(max_rel_diff(g.data(), gref.data(), g.size()), 1e3 * prev);
 }
 
+// A checkpoint of the warm start: a second solver that loads what the first saved
+// continues bit for bit as the first does (gradients and residual histories), for
+// both storage modes; without it the second solver starts cold and differs.
+TEST(ResNetMgrit, SavedWarmStartContinuesBitForBit) {
+  for (const char* store : {"all", "cpoints"}) {
+    Case c = make_case(24, 4, Activation::Tanh, 9);
+    DenseResNet net(c.spec);
+    MgritOptions opt;
+    opt.cfactor = 4;
+    opt.store = store;
+    ResNetMgrit a(net, c.s, opt, opt), b(net, c.s, opt, opt), cold(net, c.s, opt, opt);
+    const Regularization reg{};
+    std::vector<double> ga(net.layout().size), gb(ga.size()), theta = c.theta;
+    EXPECT_FALSE(a.started());
+    for (int call = 0; call < 3; ++call) {
+      theta[call] += 0.01;
+      a.evaluate(theta.data(), c.X.data(), c.y.data(), reg, ga.data(), 1, 1);
+    }
+    ASSERT_TRUE(a.started());
+    std::vector<double> f(a.trajectory_size()), adj(a.trajectory_size());
+    a.save_warm_start(f.data(), adj.data());
+    b.load_warm_start(f.data(), adj.data());
+    for (int call = 0; call < 3; ++call) {
+      theta[5 + call] -= 0.02;
+      auto ma = a.evaluate(theta.data(), c.X.data(), c.y.data(), reg, ga.data(), 2, 1);
+      auto mb = b.evaluate(theta.data(), c.X.data(), c.y.data(), reg, gb.data(), 2, 1);
+      EXPECT_EQ(ga, gb) << store << " call " << call;
+      EXPECT_EQ(ma.forward.residuals, mb.forward.residuals);
+      EXPECT_EQ(ma.adjoint.residuals, mb.adjoint.residuals);
+    }
+    std::vector<double> gc(ga.size());
+    a.evaluate(theta.data(), c.X.data(), c.y.data(), reg, ga.data(), 1, 1);
+    cold.evaluate(theta.data(), c.X.data(), c.y.data(), reg, gc.data(), 1, 1);
+    EXPECT_NE(ga, gc);
+  }
+}
+
 // Layers distributed over P ranks (threads through ThreadComm): every rank returns
 // the one-process objective and accuracy, and the ranks' gradient shares sum to
 // the one-process gradient, for exact solves and for warm-started fixed budgets

@@ -235,10 +235,11 @@ def test_train_with_adam_minibatches(data):
 @pytest.mark.parametrize("kwargs, words", [
     ({"max_iter": -1}, "max_iter must be an integer >= 0, got -1"),
     ({"max_iter": 2.5}, "max_iter must be an integer >= 0, got 2.5"),
-    ({"eval_every": 0}, "eval_every must be an integer >= 1, got 0"),
+    ({"eval_every": -1}, "eval_every must be an integer >= 0, got -1"),
+    ({"epochs": 1.5}, "epochs must be an integer >= 0, got 1.5"),
     ({"batch_size": -5}, "batch_size must be an integer >= 0, got -5"),
     ({"gtol": -1.0}, "gtol must be a number >= 0, got -1.0"),
-    ({"optimizer": "lbfgs"}, "optimizer must be an LBFGS, GradientDescent or Adam"),
+    ({"optimizer": "lbfgs"}, "optimizer must be an LBFGS, GradientDescent, Adam or SGD"),
     ({"solver": "exact"}, "solver must be a layerparallel.Solver, got str"),
     ({"callback": 3}, "callback must be callable"),
 ])

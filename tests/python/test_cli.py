@@ -175,13 +175,14 @@ def test_module_entry_point_and_console_script(small_config, tmp_path):
     assert r.returncode == 2 and "model.layers" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "adam", "lbfgs"])
+@pytest.mark.parametrize("optimizer", ["gd", "adam", "sgd", "lbfgs"])
 def test_every_optimizer_trains_on_minibatches(small_config, tmp_path, optimizer):
     out = tmp_path / optimizer
     assert main(["train", str(small_config), "--out", str(out), "--quiet", "--set", f'optimizer.name="{optimizer}"',
                  "--set", "optimizer.batch_size=100", "--set", "optimizer.max_iter=30",
-                 "--set", "optimizer.learning_rate=0.05"]) == 0
+                 "--set", "optimizer.learning_rate=0.05", "--set", "train.full_eval=true"]) == 0
     with open(out / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert int(rows[-1]["iteration"]) == 30
+    # Rows once per epoch (5 batches), the objective of the whole set (full_eval).
+    assert [int(r["iteration"]) for r in rows] == [0, 5, 10, 15, 20, 25, 30]
     assert float(rows[-1]["objective"]) < float(rows[0]["objective"])

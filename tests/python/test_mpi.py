@@ -337,3 +337,13 @@ def test_public_solver_with_split_layers_matches_one_process(procs):
     # Some process receives the parameters of a left neighbour's layer for its coarse steps.
     assert any(f["foreign"] for flags in out["ranks"] for f in flags.values())
 
+
+
+@pytest.mark.parametrize("layer_procs, optimizer", [(2, "lbfgs"), (1, "adam")])
+def test_checkpoint_and_resume_on_two_processes(layer_procs, optimizer):
+    """Issue 14: 40 steps straight equal 20 + resume + 20 bit for bit, with the layers
+    (L-BFGS, simultaneous) or the mini-batches (Adam) split over 2 processes."""
+    r = mpirun(2, [str(HERE / "mpi_scripts" / "checkpoint_resume.py"), str(layer_procs), optimizer], timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"theta": True, "history": True, "files": ["rank00000.npz", "rank00001.npz"]}

@@ -160,6 +160,18 @@ class ResNetMgrit {
   /// copied to every point.
   void reset();
 
+  /// Whether an evaluation has run since construction or reset() (a warm start exists).
+  bool started() const { return started_; }
+  /// Doubles in one trajectory of save_warm_start(): (N + 1) states of the batch.
+  std::size_t trajectory_size() const;
+  /// Copies the warm-start iterates (the finalized forward and adjoint trajectories,
+  /// trajectory_size() doubles each, point i at i * state size; distributed: the owned
+  /// points only) for a checkpoint. Host memory only; requires started().
+  void save_warm_start(double* forward, double* adjoint);
+  /// Restores what save_warm_start() gave (on a solver built with the same arguments):
+  /// the next evaluation continues from it exactly as the saved solver would have.
+  void load_warm_start(const double* forward, const double* adjoint);
+
   /// Tolerance of exact solves relative to the size of the initial value: a solve
   /// stops when the C-point residual norm <= rel_tol * |u_0| (forward) or
   /// rel_tol * |lambda_N| (adjoint). 0 keeps the options' absolute tol / rtol.
