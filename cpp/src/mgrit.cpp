@@ -284,6 +284,11 @@ long long Mgrit::total_steps() const {
 
 void Mgrit::reset_counters() { std::fill(steps_.begin(), steps_.end(), 0); }
 
+void Mgrit::set_max_iter(int max_iter) {
+  LP_REQUIRE(max_iter >= 0, "the most MGRIT cycles of a solve must be >= 0, got " << max_iter);
+  opts_.max_iter = max_iter;
+}
+
 void Mgrit::set_tolerances(double tol, double rtol) {
   LP_REQUIRE(std::isfinite(tol) && tol >= 0.0, "MgritOptions.tol must be >= 0, got " << tol);
   LP_REQUIRE(std::isfinite(rtol) && rtol >= 0.0, "MgritOptions.rtol must be >= 0, got " << rtol);

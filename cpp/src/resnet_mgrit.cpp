@@ -132,7 +132,18 @@ std::vector<int> ResNetMgrit::foreign_layers() const {
 
 void ResNetMgrit::set_relative_tolerance(double rel_tol) {
   LP_REQUIRE(std::isfinite(rel_tol) && rel_tol >= 0.0, "the relative MGRIT tolerance must be >= 0, got " << rel_tol);
-  rel_tol_ = rel_tol;
+  rel_tol_ = rel_tol_adjoint_ = rel_tol;
+}
+
+void ResNetMgrit::set_relative_tolerances(double forward, double adjoint) {
+  LP_REQUIRE(std::isfinite(forward) && forward >= 0.0, "the relative MGRIT tolerance must be >= 0, got " << forward);
+  set_relative_tolerance(adjoint);
+  rel_tol_ = forward;
+}
+
+void ResNetMgrit::set_cycle_limit(int max_cycles) {
+  forward_.set_max_iter(max_cycles);
+  adjoint_.set_max_iter(max_cycles);
 }
 
 namespace {
@@ -249,10 +260,10 @@ MgritEvaluation ResNetMgrit::evaluate(const double* theta, const double* X, cons
   if (!started_ && nprocs_ > 1) bcast_state(lamN_, nprocs_ - 1);
   adjoint_.set_initial(lamN_.data());
   if (!started_) adjoint_.reset();
-  if (rel_tol_ > 0.0 && adjoint_budget < 0) {
+  if (rel_tol_adjoint_ > 0.0 && adjoint_budget < 0) {
     double nrm = last ? aprop_.norm(lamN_.data()) : 0.0;
     if (nprocs_ > 1) comm_->bcast(&nrm, 1, nprocs_ - 1);
-    adjoint_.set_tolerances(rel_tol_ * nrm, 0.0);
+    adjoint_.set_tolerances(rel_tol_adjoint_ * nrm, 0.0);
   }
   out.adjoint = run(adjoint_, adjoint_budget, defer);
   started_ = true;

@@ -132,6 +132,11 @@ void bind_resnet_mgrit(py::module_& m) {
            py::arg("on"),
            "Form act' and the parameter gradient inside the last finest sweeps of fixed-budget solves (on by "
            "default; the same values bit for bit as the separate passes, which off restores).")
+      .def("set_relative_tolerances",
+           [](PyResNetMgrit& p, double f, double a) { p.solver().set_relative_tolerances(f, a); },
+           py::arg("forward"), py::arg("adjoint"), "set_relative_tolerance, separately for the two solves.")
+      .def("set_cycle_limit", [](PyResNetMgrit& p, int k) { p.solver().set_cycle_limit(k); }, py::arg("max_cycles"),
+           "The most cycles of later solves to the tolerance (budget < 0).")
       .def("set_relative_tolerance", [](PyResNetMgrit& p, double t) { p.solver().set_relative_tolerance(t); },
            py::arg("rel_tol"), "Exact solves stop at residual <= rel_tol * |initial value| (0: options' tol).")
       .def(

@@ -179,6 +179,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "safeguard": Key(bool, True, doc="simultaneous: tighten the solves when MGRIT stalls"),
         "safeguard_factor": Key(float, 1.0, **_gt(0), doc="convergence factor that triggers the safeguard"),
         "safeguard_iterations": Key(int, 5, **_ge(1), doc="iterations solved exactly after a trigger"),
+        "adaptive": Key(bool, False, doc="simultaneous: choose the cycles of every evaluation from measured "
+                                         "quantities (solve to adaptive_eta * |g| / |g_0| relative to the "
+                                         "initial value, at most adaptive_max_cycles) instead of the fixed "
+                                         "fwd_iterations / bwd_iterations"),
+        "adaptive_eta": Key(float, 0.1, **_gt(0), doc="adaptive: relative residual bound at |g| = |g_0|"),
+        "adaptive_max_cycles": Key(int, 8, **_ge(1), doc="adaptive: cycles per solve at most"),
     },
 }
 

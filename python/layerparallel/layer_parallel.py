@@ -10,6 +10,8 @@ rows split the examples.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Optional
 
 import numpy as np
@@ -244,6 +246,9 @@ class LayerParallelSolver:
             total = self._sum_over_data(np.concatenate([[loss * s_local, correct], grad * s_local]))
             loss, correct, grad = total[0] / s_total, total[1], total[2:] / s_total
         reg, greg = self.shard.regularization(theta)
+        if getattr(self.inner, "adaptive", False):  # its tolerance follows the gradient norm
+            g = grad + greg
+            self.inner.observe_gradient(math.sqrt(self.shard.dot(g, g)))
         out = Evaluation(objective=loss + reg, loss=loss, regularization=reg, accuracy=correct / s_total,
                          correct=int(round(correct)), examples=s_total, gradient=grad + greg, mgrit=stats)
         self.inner.remember(out, theta, features)

@@ -50,7 +50,11 @@ class MgritOptions:
       all-reduces; the safeguard then watches only the line search);
       ``safeguard`` switch to exact solves when MGRIT stalls, that is when a
       convergence factor exceeds ``safeguard_factor``, for
-      ``safeguard_iterations`` iterations.
+      ``safeguard_iterations`` iterations. ``adaptive``: instead of the fixed
+      budgets, every evaluation solves forward and adjoint to the relative residual
+      ``adaptive_eta * |g| / |g_0|`` (the gradient norms of the latest and the first
+      evaluation; at least ``tol``, at most ``adaptive_eta``) from the warm start, in at
+      most ``adaptive_max_cycles`` cycles, none when the warm start already meets it.
 
     Bad values raise ValueError naming the field, e.g. ``MgritOptions(cfactor=1)``.
     """
@@ -73,6 +77,9 @@ class MgritOptions:
     safeguard: bool = True
     safeguard_factor: float = 1.0
     safeguard_iterations: int = 5
+    adaptive: bool = False
+    adaptive_eta: float = 0.1
+    adaptive_max_cycles: int = 8
 
     def __post_init__(self) -> None:
         # The config schema is the one set of rules: a config file and this class

@@ -35,8 +35,10 @@ MODES = ("serial", "exact", "simultaneous")
 HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "grad_norm", "step", "seconds")
 #: Extra columns in the MGRIT modes: the final residual and last convergence factor of the
-#: forward and adjoint solves at the iterate, the cycles they ran, and 1 when solved exactly.
-MGRIT_COLUMNS = ("fwd_residual", "bwd_residual", "fwd_factor", "bwd_factor", "fwd_cycles", "bwd_cycles", "exact")
+#: forward and adjoint solves at the iterate, the cycles they ran, 1 when solved exactly, and
+#: ``cycles``: the forward and adjoint cycles of every evaluation since the previous row.
+MGRIT_COLUMNS = ("fwd_residual", "bwd_residual", "fwd_factor", "bwd_factor", "fwd_cycles", "bwd_cycles", "exact",
+                 "cycles")
 
 
 class SerialSolver:
@@ -128,6 +130,10 @@ class MgritSolver(SerialSolver):
         self.fwd_factors: list[float] = []
         self.bwd_factors: list[float] = []
         self.last_report: dict[str, Any] = {}
+        self.adaptive = mode == "simultaneous" and self.mgrit.adaptive
+        self.g0: Optional[float] = None      # adaptive: the first and the latest gradient norm
+        self.g_last: Optional[float] = None
+        self.cycles_logged = 0               # totals' cycles at the previous history row
 
     @property
     def exact(self) -> bool:
@@ -161,7 +167,8 @@ class MgritSolver(SerialSolver):
         state: dict[str, Any] = {
             "evaluations": self.evaluations, "forced_exact": self.forced_exact, "switches": self.switches,
             "totals": self.totals, "fwd_factors": self.fwd_factors, "bwd_factors": self.bwd_factors,
-            "last_report": self.last_report, "warm_sizes": [], "train_size": -1}
+            "last_report": self.last_report, "warm_sizes": [], "train_size": -1, "g0": self.g0,
+            "g_last": self.g_last, "cycles_logged": self.cycles_logged}
         for s, solver in self._solvers.items():
             if self.device != "cpu" or not solver.started:
                 continue
@@ -179,17 +186,43 @@ class MgritSolver(SerialSolver):
         self.fwd_factors = [float(x) for x in state["fwd_factors"]]
         self.bwd_factors = [float(x) for x in state["bwd_factors"]]
         self.last_report = dict(state["last_report"])
+        self.g0, self.g_last = state["g0"], state["g_last"]
+        self.cycles_logged = int(state["cycles_logged"])
         for s in state["warm_sizes"]:
             self._engine(int(s)).load_warm_start_state(state[f"warm_forward_{s}"], state[f"warm_adjoint_{s}"])
             if int(s) == state["train_size"] and train_features is not None:
                 self._data_of[int(s)] = id(train_features)
 
+    def tolerances(self) -> tuple[float, float]:
+        """The adaptive mode's relative residual bounds (forward, adjoint) for the next
+        evaluation, from gamma = |g| / |g_0| (the latest and the first gradient norm):
+        the adjoint to eta * gamma, so that the gradient's error stays small relative to
+        the gradient; the forward to eta * gamma^2, so that the objective's error stays
+        small relative to the decrease a step of that gradient can make (|g|^2), which
+        the line search compares. Never below tol, never above eta."""
+        eta = self.mgrit.adaptive_eta
+        if not self.g0 or self.g_last is None or not np.isfinite(self.g_last):
+            return eta, eta
+        gamma = min(1.0, self.g_last / self.g0)
+        return max(self.mgrit.tol, eta * gamma * gamma), max(self.mgrit.tol, eta * gamma)
+
+    def observe_gradient(self, norm: float) -> None:
+        """The gradient norm of the latest evaluation (all processes: the same value)."""
+        if self.g0 is None and np.isfinite(norm) and norm > 0:
+            self.g0 = float(norm)
+        self.g_last = float(norm)
+
     def __call__(self, theta: np.ndarray, features: np.ndarray, labels: np.ndarray,
                  regularized: bool = True) -> Evaluation:
         r = self.model.regularization if regularized else Regularization()
         exact = self.exact
-        d = self._solver(features).evaluate(theta, features, labels, r.tikhonov, r.classifier, r.ddt,
-                                            -1 if exact else self.fwd_budget, -1 if exact else self.bwd_budget, True)
+        solver = self._solver(features)
+        fwd, bwd = (-1, -1) if exact else (self.fwd_budget, self.bwd_budget)
+        if self.adaptive:  # exact (safeguard) and adaptive solves both run to a tolerance
+            solver.set_relative_tolerances(*((self.mgrit.tol, self.mgrit.tol) if exact else self.tolerances()))
+            solver.set_cycle_limit(self.mgrit.max_iter if exact else self.mgrit.adaptive_max_cycles)
+            fwd, bwd = -1, -1
+        d = solver.evaluate(theta, features, labels, r.tikhonov, r.classifier, r.ddt, fwd, bwd, True)
         self.evaluations += 1
         t = self.totals
         t["evaluations"] += 1
@@ -223,10 +256,12 @@ class MgritSolver(SerialSolver):
         if not rep:
             return {k: float("nan") for k in MGRIT_COLUMNS}
         fr, br = rep["forward"]["residuals"], rep["adjoint"]["residuals"]
+        cycles = self.totals["fwd_cycles"] + self.totals["bwd_cycles"]
+        since, self.cycles_logged = cycles - self.cycles_logged, cycles
         return {"fwd_residual": fr[-1] if fr else float("nan"), "bwd_residual": br[-1] if br else float("nan"),
                 "fwd_factor": self._factor(fr), "bwd_factor": self._factor(br),
                 "fwd_cycles": rep["forward"]["cycles"], "bwd_cycles": rep["adjoint"]["cycles"],
-                "exact": 1 if rep["exact"] else 0}
+                "exact": 1 if rep["exact"] else 0, "cycles": since}
 
     def monitor(self) -> Optional[str]:
         """Why the last (inexact) evaluation needs the safeguard, or None."""

@@ -192,6 +192,34 @@ TEST(ResNetMgrit, SavedWarmStartContinuesBitForBit) {
   }
 }
 
+// The adaptive simultaneous mode's controls: separate relative tolerances for the
+// forward and adjoint solves, and a cycle limit for solves to a tolerance.
+TEST(ResNetMgrit, ToleranceSolvesHonourTheCycleLimitAndBothTolerances) {
+  Case c = make_case(32, 4, Activation::Tanh, 3);
+  DenseResNet net(c.spec);
+  MgritOptions opt;
+  opt.cfactor = 2;
+  ResNetMgrit solver(net, c.s, opt, opt);
+  const Regularization reg{};
+  std::vector<double> g(net.layout().size);
+  solver.set_cycle_limit(1);
+  solver.set_relative_tolerances(1e-14, 1e-14);
+  auto me = solver.evaluate(c.theta.data(), c.X.data(), c.y.data(), reg, g.data(), -1, -1);
+  EXPECT_EQ(me.forward.cycles, 1);
+  EXPECT_EQ(me.adjoint.cycles, 1);
+  EXPECT_FALSE(me.forward.converged);
+  // A loose forward and a tight adjoint tolerance: the forward stops first.
+  solver.reset();
+  solver.set_cycle_limit(50);
+  solver.set_relative_tolerances(1e-2, 1e-12);
+  me = solver.evaluate(c.theta.data(), c.X.data(), c.y.data(), reg, g.data(), -1, -1);
+  EXPECT_TRUE(me.forward.converged);
+  EXPECT_TRUE(me.adjoint.converged);
+  EXPECT_LT(me.forward.cycles, me.adjoint.cycles);
+  EXPECT_THROW(solver.set_cycle_limit(-1), std::invalid_argument);
+  EXPECT_THROW(solver.set_relative_tolerances(-1.0, 0.0), std::invalid_argument);
+}
+
 // Layers distributed over P ranks (threads through ThreadComm): every rank returns
 // the one-process objective and accuracy, and the ranks' gradient shares sum to
 // the one-process gradient, for exact solves and for warm-started fixed budgets

@@ -34,6 +34,7 @@ SMALL = {
 SETUPS = {
     "serial-lbfgs": ({"train": {"mode": "serial"}}, {}),
     "simultaneous-lbfgs": ({"train": {"mode": "simultaneous"}}, {}),
+    "adaptive-lbfgs": ({"train": {"mode": "simultaneous"}, "mgrit": {"adaptive": True}}, {}),
     "serial-adam-batches": ({"train": {"mode": "serial"}}, {"name": "adam", "batch_size": 64, "learning_rate": 0.01}),
     "simultaneous-adam-batches": ({"train": {"mode": "simultaneous"}},
                                   {"name": "adam", "batch_size": 64, "learning_rate": 0.01}),
@@ -44,6 +45,7 @@ def config(setup, **train):
     d = json.loads(json.dumps(SMALL))
     extra, opt = SETUPS[setup]
     d["train"].update(extra["train"], **train)
+    d["mgrit"].update(extra.get("mgrit", {}))
     d["optimizer"].update(opt)
     return config_from_dict(d)
 

@@ -237,6 +237,8 @@ class Mgrit {
   /// Changes the stopping tolerances of later solve() calls (callers that scale
   /// a relative tolerance by the size of each new initial value).
   void set_tolerances(double tol, double rtol);
+  /// Changes the most cycles of later solve() calls (>= 0).
+  void set_max_iter(int max_iter);
   /// Number of fine intervals N (points 0..N).
   int n_steps() const { return hier_.n_intervals(0); }
   /// Doubles per state (the propagator's state_size()).

@@ -176,6 +176,11 @@ class ResNetMgrit {
   /// stops when the C-point residual norm <= rel_tol * |u_0| (forward) or
   /// rel_tol * |lambda_N| (adjoint). 0 keeps the options' absolute tol / rtol.
   void set_relative_tolerance(double rel_tol);
+  /// Different relative tolerances for the forward and the adjoint solves.
+  void set_relative_tolerances(double forward, double adjoint);
+  /// The most cycles of the forward and adjoint solves of later evaluations with a
+  /// budget < 0 (solves to the tolerance); the options' max_iter until called.
+  void set_cycle_limit(int max_cycles);
 
   /// Finalised trajectories of the last evaluation: u_n / lambda_n, n = 0..N.
   const double* state(int n) { return forward_.state(n); }
@@ -216,7 +221,7 @@ class ResNetMgrit {
   ResNetAdjointPropagator aprop_;
   Mgrit forward_, adjoint_;
   bool started_ = false;
-  double rel_tol_ = 0.0;
+  double rel_tol_ = 0.0, rel_tol_adjoint_ = 0.0;
   StateBuffer u0_, lamN_;       // in the network's memory (net.space())
   std::vector<const double*> states_;
   StateBuffer derivs_;          // act'(K_n u_n + b_n) of the current trajectory, per owned layer
