@@ -131,6 +131,7 @@ class MgritSolver(SerialSolver):
         self.bwd_factors: list[float] = []
         self.last_report: dict[str, Any] = {}
         self.adaptive = mode == "simultaneous" and self.mgrit.adaptive
+        self.eta = self.mgrit.adaptive_eta   # adaptive: halved by every safeguard switch
         self.g0: Optional[float] = None      # adaptive: the first and the latest gradient norm
         self.g_last: Optional[float] = None
         self.cycles_logged = 0               # totals' cycles at the previous history row
@@ -168,7 +169,7 @@ class MgritSolver(SerialSolver):
             "evaluations": self.evaluations, "forced_exact": self.forced_exact, "switches": self.switches,
             "totals": self.totals, "fwd_factors": self.fwd_factors, "bwd_factors": self.bwd_factors,
             "last_report": self.last_report, "warm_sizes": [], "train_size": -1, "g0": self.g0,
-            "g_last": self.g_last, "cycles_logged": self.cycles_logged}
+            "g_last": self.g_last, "cycles_logged": self.cycles_logged, "eta": self.eta}
         for s, solver in self._solvers.items():
             if self.device != "cpu" or not solver.started:
                 continue
@@ -187,6 +188,7 @@ class MgritSolver(SerialSolver):
         self.bwd_factors = [float(x) for x in state["bwd_factors"]]
         self.last_report = dict(state["last_report"])
         self.g0, self.g_last = state["g0"], state["g_last"]
+        self.eta = float(state["eta"])
         self.cycles_logged = int(state["cycles_logged"])
         for s in state["warm_sizes"]:
             self._engine(int(s)).load_warm_start_state(state[f"warm_forward_{s}"], state[f"warm_adjoint_{s}"])
@@ -200,7 +202,7 @@ class MgritSolver(SerialSolver):
         the gradient; the forward to eta * gamma^2, so that the objective's error stays
         small relative to the decrease a step of that gradient can make (|g|^2), which
         the line search compares. Never below tol, never above eta."""
-        eta = self.mgrit.adaptive_eta
+        eta = self.eta
         if not self.g0 or self.g_last is None or not np.isfinite(self.g_last):
             return eta, eta
         gamma = min(1.0, self.g_last / self.g0)
@@ -283,10 +285,18 @@ class MgritSolver(SerialSolver):
         return None
 
     def tighten(self, iteration: int, reason: str) -> None:
-        """Solve exactly for the next ``safeguard_iterations`` iterations and log the switch."""
-        self.forced_exact = self.mgrit.safeguard_iterations
-        self.switches.append({"iteration": iteration, "reason": reason,
-                              "action": f"exact solves for {self.forced_exact} iterations"})
+        """Solve exactly for the next ``safeguard_iterations`` iterations and log the switch.
+        In the adaptive mode: solve exactly for this iteration only (the line search's
+        retry) and halve eta for the rest of the run, so the tolerances learn how
+        accurate this problem needs its solves."""
+        if self.adaptive:
+            self.forced_exact = 1
+            self.eta = max(self.eta / 2, self.mgrit.tol)
+            action = f"exact solves for 1 iteration, eta {self.eta:.3g}"
+        else:
+            self.forced_exact = self.mgrit.safeguard_iterations
+            action = f"exact solves for {self.forced_exact} iterations"
+        self.switches.append({"iteration": iteration, "reason": reason, "action": action})
 
     def end_iteration(self) -> None:
         if self.forced_exact > 0:
