@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from ._files import open_regular
 from .io import atomic_path, write_json
 
 __all__ = ["Checkpointer", "read_manifest"]
@@ -120,10 +122,11 @@ class Checkpointer:
                              f"resume it with the same number (this job has {self.size})")
         path = self.folder / manifest["folder"] / f"rank{self.rank:05d}.npz"
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["__meta__"]))
-                arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        except (OSError, ValueError, KeyError) as exc:
+            with open_regular(path, f"checkpoint file {path}") as (fh, _):
+                with np.load(fh, allow_pickle=False) as z:
+                    meta = json.loads(str(z["__meta__"]))
+                    arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"checkpoint file {path} cannot be read: {exc}") from None
         if meta.get("iteration") != manifest["iteration"]:
             raise ValueError(f"checkpoint file {path} is of iteration {meta.get('iteration')}, the manifest "

@@ -16,17 +16,25 @@ files of the paper's code (``shared/data/peaks``) exactly.
 Reference text format
 ---------------------
 One example per line, whitespace-separated floats, no header. Blank lines are
-ignored. Label files hold one-hot rows; the class is the position of the 1.
+ignored. Label files hold one-hot rows (at least two columns); the class is the
+position of the 1. Only regular files (or symlinks to them) are read, of at most
+``MAX_TEXT_BYTES`` (1 GiB) with lines of at most ``MAX_LINE_BYTES`` (4 MiB); a
+FIFO, a device, a socket or a folder is refused before it is opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
+from array import array
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
+from ._files import open_regular
 from .dataset import Dataset, section_value
 
 __all__ = [
@@ -45,6 +53,12 @@ __all__ = [
     "read_labels",
     "shuffle",
 ]
+
+#: Text tables (features and labels files) larger than this are refused: their
+#: values take up to four times as much memory as their text.
+MAX_TEXT_BYTES = 1 << 30
+#: Lines longer than this are refused (no data set here has rows of a million values).
+MAX_LINE_BYTES = 4 << 20
 
 PEAKS_GRID_SIZE = 256
 PEAKS_N_CLASSES = 5
@@ -188,73 +202,103 @@ def shuffle(x, y, seed: int):
 # Reference text files
 # ---------------------------------------------------------------------------
 
-def _read_table(path, kind: str):
-    """Read a whitespace-separated table of finite floats; errors name the file
-    and the (1-based) line. Returns the table and the file line of each row."""
-    p = Path(path)
-    try:
-        with open(p, "r", encoding="utf-8") as fh:
-            lines = fh.readlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {kind} file '{p}': {exc}.") from None
+def _short(token: str, limit: int = 40) -> str:
+    """A token as messages show it: at most ``limit`` characters, unprintable ones escaped."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in token[:limit])
+    return shown if len(token) <= limit else shown + "..."
 
-    rows: list[list[float]] = []
-    linenos: list[int] = []
-    width = None
-    width_line = 0
-    for lineno, line in enumerate(lines, start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        values = []
-        for tok in tokens:
+
+def _rows(path, kind: str) -> Iterator[tuple[int, list[float]]]:
+    """The non-blank rows of a whitespace-separated table of finite floats, each
+    with its (1-based) line number; every row has as many values as the first.
+
+    Only a regular file of at most :data:`MAX_TEXT_BYTES` bytes with lines of at
+    most :data:`MAX_LINE_BYTES` bytes is read; errors name the file and the line."""
+    p = Path(path)
+    name = f"{kind} file '{p}'"
+    with open_regular(p, name) as (fh, st):
+        if st.st_size > MAX_TEXT_BYTES:
+            raise ValueError(f"{name} is {st.st_size} bytes, more than the {MAX_TEXT_BYTES} bytes "
+                             f"a text table may have.")
+        width, width_line, lineno = None, 0, 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(f"{name} line {lineno + 1} is longer than {MAX_LINE_BYTES} bytes.")
             try:
-                v = float(tok)
-            except ValueError:
-                raise ValueError(
-                    f"{kind} file '{p}' line {lineno}: '{tok}' is not a number.") from None
-            if not np.isfinite(v):
-                raise ValueError(
-                    f"{kind} file '{p}' line {lineno}: value '{tok}' is not finite.")
-            values.append(v)
-        if width is None:
-            width, width_line = len(values), lineno
-        elif len(values) != width:
-            raise ValueError(
-                f"{kind} file '{p}' line {lineno}: expected {width} values as on line "
-                f"{width_line}, got {len(values)}.")
-        rows.append(values)
-        linenos.append(lineno)
-    if not rows:
-        raise ValueError(f"{kind} file '{p}' is empty.")
-    return np.array(rows, dtype=np.float64), linenos
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{name} line {lineno + 1} is not UTF-8 text ({exc.reason} at "
+                                 f"byte {exc.start + 1} of the line).") from None
+            # universal newlines, as text mode reads them: a lone \r ends a line too
+            for line in text.replace("\r\n", "\n").split("\r"):
+                lineno += 1
+                tokens = line.split()
+                if not tokens:
+                    continue
+                values = []
+                for tok in tokens:
+                    try:
+                        v = float(tok)
+                    except ValueError:
+                        raise ValueError(f"{name} line {lineno}: '{_short(tok)}' is not a number.") from None
+                    if not math.isfinite(v):
+                        raise ValueError(f"{name} line {lineno}: value '{_short(tok)}' is not finite.")
+                    values.append(v)
+                if width is None:
+                    width, width_line = len(values), lineno
+                elif len(values) != width:
+                    raise ValueError(f"{name} line {lineno}: expected {width} values as on line "
+                                     f"{width_line}, got {len(values)}.")
+                yield lineno, values
+    if width is None:
+        raise ValueError(f"{name} is empty.")
+
+
+def _read_table(path, kind: str) -> np.ndarray:
+    """Read a whitespace-separated table of finite floats (see :func:`_rows`)
+    into a float64 array (n, width)."""
+    values = array("d")
+    width = 0
+    for _, row in _rows(path, kind):
+        values.extend(row)
+        width = len(row)
+    return np.frombuffer(values, dtype=np.float64).reshape(-1, width)
 
 
 def read_features(path) -> np.ndarray:
     """Read a features file: returns a C-contiguous float64 array (n, n_features)."""
-    return np.ascontiguousarray(_read_table(path, "features")[0])
+    return np.ascontiguousarray(_read_table(path, "features"))
 
 
 def read_labels(path) -> np.ndarray:
     """Read a one-hot labels file: returns the class indices, int64 (n,).
 
-    Every row must contain exactly one 1 and zeros elsewhere."""
+    Every row must contain exactly one 1 and zeros elsewhere, and there must be
+    at least two columns (classes)."""
     return _read_onehot(path)[0]
 
 
 def _read_onehot(path):
     """Class indices and the width (number of classes) of a one-hot file."""
-    table, linenos = _read_table(path, "labels")
-    ones = table == 1.0
-    zeros = table == 0.0
-    bad = np.flatnonzero(~((ones | zeros).all(axis=1) & (ones.sum(axis=1) == 1)))
-    if bad.size:
-        k = int(bad[0])
-        row = " ".join(f"{v:g}" for v in table[k])
-        raise ValueError(
-            f"labels file '{Path(path)}' line {linenos[k]}: row [{row}] is not one-hot "
-            f"(exactly one 1 and zeros elsewhere).")
-    return np.ascontiguousarray(ones.argmax(axis=1).astype(np.int64)), int(table.shape[1])
+    classes = array("q")
+    width = 0
+    with contextlib.closing(_rows(path, "labels")) as rows:
+        for lineno, row in rows:
+            width = len(row)
+            if width == 1:
+                raise ValueError(
+                    f"labels file '{Path(path)}' has one column, but labels must be one-hot rows "
+                    f"with one column per class (at least 2), not class indices.")
+            if not (row.count(1.0) == 1 and row.count(0.0) == width - 1):
+                text = " ".join(f"{v:g}" for v in row[:20]) + (" ..." if width > 20 else "")
+                raise ValueError(
+                    f"labels file '{Path(path)}' line {lineno}: row [{text}] is not one-hot "
+                    f"(exactly one 1 and zeros elsewhere).")
+            classes.append(row.index(1.0))
+    return np.frombuffer(classes, dtype=np.int64).copy(), width
 
 
 def load_files(train_features, train_labels, val_features, val_labels,

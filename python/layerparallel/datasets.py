@@ -10,6 +10,16 @@ All loaders return the :class:`~layerparallel.data.Dataset` of
 :func:`image_shape` for ``(C, H, W)``; ``x.reshape(n, -1)`` gives the flat
 view). Indian Pines is 2-D ``(n, bands)``. Labels are int64 ``(n,)``.
 
+Files
+-----
+Only regular files (or symlinks to them) are read; a FIFO, a device, a socket
+or a folder is refused before it is opened. An IDX header is checked against
+the file's size before any data is read (a ``.gz`` file is decompressed only up
+to the size its header announces, so a gzip bomb is refused after a few bytes
+too many), and IDX files announcing more than ``MAX_IDX_BYTES`` (2 GiB) are
+refused. A MAT variable's declared shape is checked before it is read (at most
+``MAX_MAT_VALUES``, 2^28 values).
+
 Splits
 ------
 Every split is seeded (``np.random.default_rng(seed)``) and **stratified**:
@@ -49,12 +59,16 @@ Indian Pines
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import struct
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
+from ._files import GZIP_MAX_RATIO, open_regular, read_at_most
 from .dataset import Dataset, section_value
 
 __all__ = [
@@ -84,6 +98,13 @@ IDX_IMAGES_MAGIC = 2051   # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049   # 0x00000801: unsigned bytes, 1 dimension
 MNIST_SIDE = 28
 MNIST_N_CLASSES = 10
+
+#: IDX files announcing more data than this (2 GiB, 45 times MNIST) are refused.
+MAX_IDX_BYTES = 1 << 31
+#: Trailing data after an IDX file's values is counted up to this many bytes.
+IDX_SLACK_BYTES = 1 << 16
+#: MAT variables declaring more values than this (2 GiB as float64) are refused.
+MAX_MAT_VALUES = 1 << 28
 
 
 # ---------------------------------------------------------------------------
@@ -189,46 +210,55 @@ def format_class_balance(dataset: Dataset) -> str:
 # IDX files (MNIST, Fashion-MNIST)
 # ---------------------------------------------------------------------------
 
-def _read_bytes(path: Path) -> bytes:
-    p = Path(path)
-    try:
-        if p.name.endswith(".gz"):
-            with gzip.open(p, "rb") as fh:
-                return fh.read()
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"IDX file '{p}' does not exist.") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ValueError(f"cannot read IDX file '{p}' ({exc}).") from None
-
-
 def _read_idx(path, magic: int, ndim: int) -> np.ndarray:
-    """Parse one IDX file of unsigned bytes with ``ndim`` dimensions."""
+    """Parse one IDX file of unsigned bytes with ``ndim`` dimensions (plain, or
+    gzip when the name ends in ``.gz``). The header is checked against the file's
+    size before the data is read, and a gzip stream is decompressed only up to
+    the size its header announces (plus a little to detect trailing data)."""
     p = Path(path)
-    raw = _read_bytes(p)
+    name = f"IDX file '{p}'"
     kind = "images" if magic == IDX_IMAGES_MAGIC else "labels"
     header = 4 + 4 * ndim
-    if len(raw) < 4:
-        raise ValueError(f"IDX file '{p}' is truncated: {len(raw)} bytes, too short for "
-                         f"a header.")
-    got = int.from_bytes(raw[:4], "big")
-    if got != magic:
-        raise ValueError(f"IDX file '{p}' has magic number {got}, expected {magic} for "
-                         f"an {kind} file.")
-    if len(raw) < header:
-        raise ValueError(f"IDX file '{p}' is truncated: {len(raw)} bytes, shorter than "
-                         f"its {header}-byte header.")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
-    payload = len(raw) - header
+    gz = p.name.endswith(".gz")
+    with open_regular(p, name) as (fh, st):
+        try:
+            stream: BinaryIO = gzip.GzipFile(fileobj=fh, mode="rb") if gz else fh  # type: ignore[assignment]
+            head = bytes(read_at_most(stream, header))
+            if len(head) < 4:
+                raise ValueError(f"{name} is truncated: {len(head)} bytes, too short for a header.")
+            got = int.from_bytes(head[:4], "big")
+            if got != magic:
+                raise ValueError(f"{name} has magic number {got}, expected {magic} for an IDX {kind} file.")
+            if len(head) < header:
+                raise ValueError(f"{name} is truncated: {len(head)} bytes, shorter than its "
+                                 f"{header}-byte header.")
+            dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+            expected = math.prod(dims)    # Python integers: no overflow
+            promise = f"{' x '.join(map(str, dims))} = {expected} bytes of data"
+            if gz:
+                most = GZIP_MAX_RATIO * st.st_size - header
+                if expected > most:
+                    raise ValueError(f"{name} is truncated: its header promises {promise} but a "
+                                     f"compressed file of {st.st_size} bytes holds at most {most}.")
+            elif st.st_size - header < expected:
+                raise ValueError(f"{name} is truncated: its header promises {promise} but it holds "
+                                 f"{st.st_size - header}.")
+            if expected > MAX_IDX_BYTES:
+                raise ValueError(f"{name} announces {promise}, more than the {MAX_IDX_BYTES} bytes "
+                                 f"an IDX file may hold.")
+            raw = read_at_most(stream, expected + IDX_SLACK_BYTES + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"cannot read {name} ({exc}).") from None
+    payload = len(raw)
     if payload < expected:
-        raise ValueError(f"IDX file '{p}' is truncated: its header promises "
-                         f"{' x '.join(map(str, dims))} = {expected} bytes of data but it "
-                         f"holds {payload}.")
-    if payload > expected:
-        raise ValueError(f"IDX file '{p}' has {payload - expected} bytes after the "
+        raise ValueError(f"{name} is truncated: its header promises {promise} but it holds {payload}.")
+    if payload > expected + IDX_SLACK_BYTES:
+        raise ValueError(f"{name} has more than {IDX_SLACK_BYTES} bytes after the "
                          f"{' x '.join(map(str, dims))} values its header announces.")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    if payload > expected:
+        raise ValueError(f"{name} has {payload - expected} bytes after the "
+                         f"{' x '.join(map(str, dims))} values its header announces.")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def read_idx_images(path, side: int | None = MNIST_SIDE) -> np.ndarray:
@@ -257,14 +287,17 @@ def read_idx_labels(path, n_classes: int = MNIST_N_CLASSES) -> np.ndarray:
 
 
 def _find_idx(folder: Path, stem: str) -> Path:
-    """``stem`` or ``stem.gz`` (also with ``-idx`` spelled ``.idx``) in ``folder``."""
+    """``stem`` or ``stem.gz`` (also with ``-idx`` spelled ``.idx``) in ``folder``:
+    the first regular file of these names, else the first that exists (which the
+    reader then refuses, saying what it is)."""
     names = []
     for s in dict.fromkeys((stem, stem.replace("-idx", ".idx"))):
         names += [s, s + ".gz"]
-    for name in names:
-        p = folder / name
-        if p.is_file():
-            return p
+    for exists in (os.path.isfile, os.path.lexists):
+        for name in names:
+            p = folder / name
+            if exists(p):
+                return p
     raise ValueError(f"IDX file '{folder / stem}' (or '{stem}.gz') does not exist; "
                      f"put the standard files in the data folder (they are never downloaded).")
 
@@ -371,23 +404,148 @@ _PINES_FILES = {
 _PINES_GT = ("Indian_pines_gt.mat", "indian_pines_gt")
 
 
-def _load_mat_key(path: Path, key: str) -> np.ndarray:
+# MAT v5 data element types whose data scipy reads through its table of dtypes (miINT8 ..
+# miUINT32, miDOUBLE, miINT64, miUINT64, miUTF8 .. miUTF32); miMATRIX and miCOMPRESSED hold variables.
+_MI_DATA = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18})
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED, _MI_UTF8 = 1, 5, 6, 14, 15, 16
+# array classes: cell, struct and object hold variables; function handles and opaque objects
+# are not read here; the rest (char, sparse, numeric) hold data elements only.
+_MX_CONTAINERS = frozenset({1, 2, 3})
+_MX_DATA = frozenset({4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+_MAT_MAX_DEPTH = 32
+
+
+def _mat_elements(buf: memoryview, order: str, name: str) -> Iterator[tuple[int, memoryview]]:
+    """The data elements (type, payload) one after another in ``buf``, in the full or the
+    small (4-byte) form of the MAT v5 format."""
+    pos = 0
+    while pos < len(buf):
+        if len(buf) - pos < 8:
+            raise ValueError(f"{name} is damaged: a data element is cut short.")
+        first, count = struct.unpack_from(order + "II", buf, pos)
+        if first >> 16:   # small data element: the count is in the upper half of the type
+            mdtype, count = first & 0xFFFF, first >> 16
+            if count > 4:
+                raise ValueError(f"{name} is damaged: a small data element claims {count} bytes.")
+            yield mdtype, buf[pos + 4:pos + 4 + count]
+            pos += 8
+            continue
+        if count > len(buf) - pos - 8:
+            raise ValueError(f"{name} is damaged: a data element claims {count} bytes where "
+                             f"{len(buf) - pos - 8} are left.")
+        yield first, buf[pos + 8:pos + 8 + count]
+        pos += 8 + count + (-count % 8)
+
+
+def _check_mat_matrix(payload: memoryview, order: str, name: str, depth: int = 0) -> None:
+    """Check a miMATRIX element's payload, and the variables it holds, before scipy reads it:
+    scipy's reader looks data types up in a table without checking them, and crashes on a
+    damaged file (a type it has no entry for)."""
+    if depth > _MAT_MAX_DEPTH:
+        raise ValueError(f"{name} nests variables more than {_MAT_MAX_DEPTH} deep.")
+    if not len(payload):
+        return   # an empty matrix
+    elements = list(_mat_elements(payload, order, name))
+    if len(elements) < 2 or elements[0][0] != _MI_UINT32 or len(elements[0][1]) != 8:
+        raise ValueError(f"{name} is damaged: a variable does not start with its array flags.")
+    mclass = struct.unpack_from(order + "I", elements[0][1])[0] & 0xFF
+    if mclass not in _MX_CONTAINERS and mclass not in _MX_DATA:
+        raise ValueError(f"{name} holds a variable of MATLAB class {mclass}, not a numeric array.")
+    if elements[1][0] not in (_MI_INT32, _MI_UINT32) or len(elements) < 3 \
+            or elements[2][0] not in (_MI_INT8, _MI_UTF8):
+        raise ValueError(f"{name} is damaged: a variable lacks its dimensions or its name.")
+    for mdtype, data in elements[3:]:
+        if mdtype == _MI_MATRIX and mclass in _MX_CONTAINERS:
+            _check_mat_matrix(data, order, name, depth + 1)
+        elif mdtype not in _MI_DATA:
+            raise ValueError(f"{name} is damaged: it has a data element of unknown type {mdtype}.")
+
+
+def _check_mat(fh: BinaryIO, name: str) -> None:
+    """Walk a MAT v5 file's variables (decompressing them, at most to the size
+    :data:`MAX_MAT_VALUES` allows) and check their structure; v4 and v7.3 files are
+    left to scipy (its v4 reader is numpy code; v7.3 files it refuses)."""
+    head = fh.read(128)
+    if not head:
+        raise ValueError(f"{name} is empty.")
+    # scipy's own tests: any 0 in the first 4 bytes is v4; the major version byte is
+    # before or after the minor one as the endian mark says; anything but "IM" is big-endian
+    if 0 in head[:4]:
+        return
+    if len(head) < 128:
+        raise ValueError(f"{name} is truncated: {len(head)} bytes, shorter than the 128-byte "
+                         f"header of a MAT file.")
+    if head[124 + (head[126] == ord("I"))] != 1:
+        return
+    order = "<" if head[126:128] == b"IM" else ">"
+    bound = 8 * MAX_MAT_VALUES + (1 << 20)
+    while True:
+        tag = fh.read(8)
+        if not tag:
+            return
+        if len(tag) < 8:
+            raise ValueError(f"{name} is damaged: it ends inside a variable's tag.")
+        mdtype, count = struct.unpack(order + "II", tag)
+        if mdtype not in (_MI_MATRIX, _MI_COMPRESSED):
+            raise ValueError(f"{name} is damaged: it has a top-level element of type {mdtype}, "
+                             f"not a variable.")
+        payload = read_at_most(fh, count)
+        if len(payload) < count:
+            raise ValueError(f"{name} is truncated: a variable claims {count} bytes where "
+                             f"{len(payload)} are left.")
+        if mdtype == _MI_COMPRESSED:
+            inflate = zlib.decompressobj()
+            try:
+                payload = bytearray(inflate.decompress(payload, bound + 1))
+            except zlib.error as exc:
+                raise ValueError(f"cannot read {name} (a compressed variable is damaged: {exc}).") from None
+            if len(payload) > bound:
+                raise ValueError(f"{name} has a compressed variable of more than {bound} bytes.")
+            inner = list(_mat_elements(memoryview(payload), order, name))
+            if len(inner) != 1 or inner[0][0] != _MI_MATRIX:
+                raise ValueError(f"{name} is damaged: a compressed element does not hold one variable.")
+            _check_mat_matrix(inner[0][1], order, name)
+        else:
+            _check_mat_matrix(memoryview(payload), order, name)
+
+
+def _scipy_read(name: str, read: Callable[[], Any]) -> Any:
+    """``read()`` (a scipy.io call) with its errors as one ValueError naming the file."""
     try:
-        from scipy.io import loadmat
-    except ImportError:
-        raise ValueError("the Indian Pines data set needs scipy: pip install scipy.") from None
-    if not path.is_file():
-        raise ValueError(f"MAT file '{path}' does not exist.")
-    try:
-        mat = loadmat(str(path))
+        return read()
     except NotImplementedError:
-        raise ValueError(f"MAT file '{path}' is a MATLAB v7.3 (HDF5) file, which scipy cannot "
+        raise ValueError(f"{name} is a MATLAB v7.3 (HDF5) file, which scipy cannot "
                          f"read; save it with -v7 instead.") from None
     except Exception as exc:  # scipy raises several types on malformed files
-        raise ValueError(f"cannot read MAT file '{path}' ({exc}).") from None
+        raise ValueError(f"cannot read {name} ({exc or type(exc).__name__}).") from None
+
+
+def _load_mat_key(path: Path, key: str) -> np.ndarray:
+    """The variable ``key`` of a MAT file, its declared size checked before it is read."""
+    try:
+        from scipy.io import loadmat, whosmat
+    except ImportError:
+        raise ValueError("the Indian Pines data set needs scipy: pip install scipy.") from None
+    name = f"MAT file '{path}'"
+    with open_regular(path, name) as (fh, st):
+        _check_mat(fh, name)
+        fh.seek(0)
+        found = {v[0]: v[1] for v in _scipy_read(name, lambda: whosmat(fh))}
+        if key not in found:
+            names = ", ".join(repr(k) for k in found if not k.startswith("__")) or "none"
+            raise ValueError(f"{name} has no variable '{key}' (found: {names}).")
+        shape = tuple(int(d) for d in found[key])
+        count = math.prod(shape)
+        declares = f"{name} variable '{key}' declares {' x '.join(map(str, shape))} = {count} values"
+        # a MAT file stores at least one byte per value, and compresses at most 1032:1
+        if count > GZIP_MAX_RATIO * st.st_size:
+            raise ValueError(f"{declares}, more than a file of {st.st_size} bytes can hold.")
+        if count > MAX_MAT_VALUES:
+            raise ValueError(f"{declares}, more than the {MAX_MAT_VALUES} a MAT variable may have.")
+        fh.seek(0)
+        mat = _scipy_read(name, lambda: loadmat(fh, variable_names=[key]))
     if key not in mat:
-        found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
-        raise ValueError(f"MAT file '{path}' has no variable '{key}' (found: {found}).")
+        raise ValueError(f"cannot read {name}: scipy returned no variable '{key}'.")
     return np.asarray(mat[key])
 
 
@@ -407,8 +565,8 @@ def load_indian_pines(folder, n_train: int = INDIAN_PINES_DEFAULT_SIZES[0],
         raise ValueError(f'variant must be "auto", "corrected" or "uncorrected", got {variant!r}.')
     root = _check_folder(folder, "Indian Pines")
     if variant == "auto":
-        variant = "corrected" if (root / _PINES_FILES["corrected"][0]).is_file() else "uncorrected"
-        if not (root / _PINES_FILES[variant][0]).is_file():
+        variant = "corrected" if os.path.lexists(root / _PINES_FILES["corrected"][0]) else "uncorrected"
+        if not os.path.lexists(root / _PINES_FILES[variant][0]):
             raise ValueError(f"MAT file '{root / _PINES_FILES['corrected'][0]}' (or "
                              f"'{_PINES_FILES['uncorrected'][0]}') does not exist.")
     fname, key = _PINES_FILES[variant]
@@ -444,11 +602,15 @@ def load_indian_pines(folder, n_train: int = INDIAN_PINES_DEFAULT_SIZES[0],
     tr, va = stratified_split(y, n_train, n_val, seed,
                               what=f"MAT file '{gt_path}' (labelled pixels)")
     xt, xv = x[tr], x[va]
-    mean = xt.mean(axis=0)
-    std = xt.std(axis=0)
-    std[std == 0] = 1.0
-    xt = (xt - mean) / std
-    xv = (xv - mean) / std
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = xt.mean(axis=0)
+        std = xt.std(axis=0)
+        std[std == 0] = 1.0
+        xt = (xt - mean) / std
+        xv = (xv - mean) / std
+    if not (np.isfinite(std).all() and np.isfinite(xt).all() and np.isfinite(xv).all()):
+        raise ValueError(f"MAT file '{cube_path}' has values too large to normalise (up to "
+                         f"{np.abs(x).max():g} in magnitude).")
     return Dataset(train_x=np.ascontiguousarray(xt), train_y=np.ascontiguousarray(y[tr]),
                    val_x=np.ascontiguousarray(xv), val_y=np.ascontiguousarray(y[va]),
                    n_features=int(x.shape[1]), n_classes=INDIAN_PINES_N_CLASSES)

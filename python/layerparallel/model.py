@@ -11,8 +11,12 @@ the shapes of the ``.npz`` format::
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _core
+from ._files import GZIP_MAX_RATIO, open_regular
 from .io import atomic_path
 
 #: Widths above this run BLAS GEMMs in the compiled core (kFusedMaxWidth in dense.h).
@@ -200,18 +205,11 @@ class Network:
                 np.savez(fh, config=np.array(text), **arrays)
 
     def load_parameters(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Read a parameter file into this model; returns the stored config (dict)."""
-        arrays, config = read_params(path)
+        """Read a parameter file into this model; returns the stored config (dict). The file's
+        array names and declared shapes are checked against the model before its data is read."""
         expected = {name: shape for name, _, shape in self._layout}
-        missing = sorted(set(expected) - set(arrays))
-        extra = sorted(set(arrays) - set(expected))
-        if missing or extra:
-            raise ValueError(f"parameter file {path} does not match the model: "
-                             f"missing keys {missing}, unexpected keys {extra}")
-        for name, shape in expected.items():
-            if arrays[name].shape != shape:
-                raise ValueError(f"parameter file {path}: {name} has shape {arrays[name].shape}, "
-                                 f"the configuration needs {shape}")
+        arrays, config = read_params(path, expected)
+        for name in expected:
             if not np.all(np.isfinite(arrays[name])):
                 raise ValueError(f"parameter file {path}: {name} holds non-finite values")
         for name, view in self.parameters.items():
@@ -268,21 +266,28 @@ class ResNet(Network):
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ResNet":
         """Build a model from a parameter file (shape from the stored config and arrays)."""
         arrays, config = read_params(path)
-        model_cfg = dict(config.get("model", {}))
-        try:
-            N, w, _ = arrays["weights"].shape
-            nc = arrays["classifier_weight"].shape[0]
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"parameter file {path} lacks a valid 'weights' or 'classifier_weight' array") from exc
+        model_cfg = _model_config(path, config)
+        weights, classifier = arrays.get("weights"), arrays.get("classifier_weight")
+        if weights is None or weights.ndim != 3 or classifier is None or classifier.ndim != 2:
+            raise ValueError(f"parameter file {path} lacks a valid 'weights' or 'classifier_weight' array")
+        N, w, _ = weights.shape
+        nc = classifier.shape[0]
         opening = "dense" if "opening_weight" in arrays else "expand"
-        nf = arrays["opening_weight"].shape[1] if opening == "dense" else int(model_cfg.get("n_features", 0))
+        if opening == "dense":
+            if arrays["opening_weight"].ndim != 2:
+                raise ValueError(f"parameter file {path}: opening_weight has shape {arrays['opening_weight'].shape}, "
+                                 f"not (width, n_features)")
+            nf = arrays["opening_weight"].shape[1]
+        else:
+            nf = _config_number(path, "model.n_features", model_cfg.get("n_features", 0), int)
         if opening == "expand" and nf < 1:
             raise ValueError(f"parameter file {path} has no opening layer and its config does not give n_features")
         spec = {"n_features": int(nf), "n_classes": int(nc), "width": int(w), "layers": int(N),
-                "T": float(model_cfg.get("T", 5.0)), "activation": model_cfg.get("activation", "smooth_relu"),
+                "T": _config_number(path, "model.T", model_cfg.get("T", 5.0), float),
+                "activation": _config_text(path, "model.activation", model_cfg.get("activation", "smooth_relu")),
                 "opening": opening}
         spec.update(overrides)
-        model = cls(**spec)
+        model = _build(cls, path, spec)
         model.load_parameters(path)
         return model
 
@@ -340,33 +345,72 @@ class ConvResNet(Network):
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> "ConvResNet":
         """Build a model from a parameter file (shapes from the arrays, T and activation from its config)."""
         arrays, config = read_params(path)
-        model_cfg = dict(config.get("model", {}))
-        try:
-            N, C, _, _, _ = arrays["weights"].shape
-            nc, flat = arrays["classifier_weight"].shape
-            b = arrays["biases"]
-        except (KeyError, ValueError) as exc:
+        model_cfg = _model_config(path, config)
+        weights, classifier, b = arrays.get("weights"), arrays.get("classifier_weight"), arrays.get("biases")
+        if (weights is None or weights.ndim != 5 or classifier is None or classifier.ndim != 2
+                or b is None or b.ndim not in (2, 3)):
             raise ValueError(f"parameter file {path} lacks valid 'weights', 'biases' or 'classifier_weight' "
-                             f"arrays of a convolutional network") from exc
+                             f"arrays of a convolutional network")
+        N, C = weights.shape[:2]
+        nc, flat = classifier.shape
         if b.ndim == 3:
             H, W, bias = b.shape[1], b.shape[2], "pixel"
         else:
             # Per-channel biases do not carry the image size: the config does
             # (image_height/image_width from the command line, height/width from spec()).
             bias = "channel"
+            if C < 1:
+                raise ValueError(f"parameter file {path}: weights has shape {weights.shape}, with no channels")
             side = int(round(np.sqrt(flat // C)))
-            H = int(model_cfg.get("image_height", model_cfg.get("height", side)))
-            W = int(model_cfg.get("image_width", model_cfg.get("width", side) if "height" in model_cfg else side))
+            H = _config_number(path, "model.image_height (or model.height)",
+                               model_cfg.get("image_height", model_cfg.get("height", side)), int)
+            W = _config_number(path, "model.image_width (or model.width)",
+                               model_cfg.get("image_width", model_cfg.get("width", side) if "height" in model_cfg
+                                             else side), int)
             if H * W * C != flat:
                 raise ValueError(f"parameter file {path}: cannot tell the image size of a per-channel-bias "
                                  f"network ({flat // C} pixels, not square); its config lacks model.height")
         spec = {"height": int(H), "width": int(W), "n_classes": int(nc), "channels": int(C), "layers": int(N),
-                "T": float(model_cfg.get("T", 5.0)), "activation": model_cfg.get("activation", "tanh"), "bias": bias,
-                "opening": "conv" if "opening_weight" in arrays else "replicate"}
+                "T": _config_number(path, "model.T", model_cfg.get("T", 5.0), float),
+                "activation": _config_text(path, "model.activation", model_cfg.get("activation", "tanh")),
+                "bias": bias, "opening": "conv" if "opening_weight" in arrays else "replicate"}
         spec.update(overrides)
-        model = cls(**spec)
+        model = _build(cls, path, spec)
         model.load_parameters(path)
         return model
+
+
+def _model_config(path: str | os.PathLike[str], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model`` table of a parameter file's config (empty when absent)."""
+    model_cfg = config.get("model", {})
+    if not isinstance(model_cfg, dict):
+        raise ValueError(f"parameter file {path}: 'model' in its config is not a JSON object")
+    return model_cfg
+
+
+def _config_number(path: str | os.PathLike[str], key: str, value: Any, kind: type) -> Any:
+    """``kind(value)`` for a number of a parameter file's config; ValueError naming the file otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"parameter file {path}: {key} in its config is {value!r}, not a number")
+    try:
+        return kind(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"parameter file {path}: {key} in its config is {value!r}, not a finite number") from None
+
+
+def _config_text(path: str | os.PathLike[str], key: str, value: Any) -> str:
+    """A string of a parameter file's config; ValueError naming the file otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"parameter file {path}: {key} in its config is {value!r}, not a string")
+    return value
+
+
+def _build(cls: type, path: str | os.PathLike[str], spec: dict[str, Any]) -> Any:
+    """``cls(**spec)``, a refusal reported against the parameter file the spec comes from."""
+    try:
+        return cls(**spec)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"parameter file {path} describes a model that cannot be built ({exc})") from None
 
 
 def load_model(path: str | os.PathLike[str]) -> Network:
@@ -378,26 +422,151 @@ def load_model(path: str | os.PathLike[str]) -> Network:
     return ResNet.load(path)
 
 
-def read_params(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a ``.npz`` parameter file: (arrays, config dict). ValueError naming the file on failure."""
-    p = Path(path)
+#: Zip methods of parameter files (np.savez stores, np.savez_compressed deflates) and how many
+#: times its stored size a member may inflate to.
+_ZIP_RATIO = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: GZIP_MAX_RATIO}
+#: What reading a zip archive raises on a damaged one.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
+               UnicodeDecodeError, struct.error, OverflowError)
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One array of a parameter file as its headers declare it."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    held: int  #: bytes of data after the header
+
+
+def _check_signature(p: Path, fh: Any) -> None:
+    """ValueError unless the file starts like a zip archive (what a .npz file is)."""
+    head = fh.read(512)
+    fh.seek(0)
+    if not head:
+        raise ValueError(f"parameter file {p} is empty")
+    if head.startswith(b"PK"):
+        return
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"parameter file {p} is a single .npy array, not a .npz parameter file "
+                         f"(write one with model.save)")
     try:
-        with np.load(p, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.files}
-    except FileNotFoundError:
-        raise ValueError(f"parameter file {p} does not exist") from None
-    except Exception as exc:  # zipfile/ValueError/OSError: not a readable npz
-        raise ValueError(f"parameter file {p} is not a readable .npz file ({exc})") from None
+        text = b"\0" not in head and bool(head.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        text = b"\0" not in head and exc.start >= len(head) - 3  # a character cut at byte 512
+    what = "it is a text file" if text else "it does not start with the zip signature"
+    raise ValueError(f"parameter file {p} is not a .npz file: {what}")
+
+
+def _read_member_header(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, size: int) -> _Member:
+    """The declared shape and dtype of one member (its zip sizes checked against the file's
+    size and its zip method)."""
+    if info.header_offset + info.compress_size > size:
+        raise ValueError(f"parameter file {p} is truncated: {key} claims {info.compress_size} bytes "
+                         f"at offset {info.header_offset} of a {size}-byte file")
+    if info.flag_bits & 0x1:
+        raise ValueError(f"parameter file {p}: {key} is encrypted")
+    ratio = _ZIP_RATIO.get(info.compress_type)
+    if ratio is None:
+        raise ValueError(f"parameter file {p}: {key} is compressed with zip method {info.compress_type}; "
+                         f"parameter files are stored or deflated (np.savez, np.savez_compressed)")
+    if info.file_size > ratio * info.compress_size + (2 if ratio > 1 else 0):
+        raise ValueError(f"parameter file {p}: {key} claims {info.file_size} bytes stored in "
+                         f"{info.compress_size}, more than its zip method allows")
+    try:
+        with zf.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f".npy format version {version[0]}.{version[1]}")
+            offset = member.tell()
+    except _ZIP_ERRORS as exc:
+        raise ValueError(f"parameter file {p} is damaged: {key}: {exc}") from None
+    except Exception as exc:  # numpy's header parser: ValueError and, on odd headers, others
+        raise ValueError(f"parameter file {p}: {key} is not a readable .npy array ({exc})") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"parameter file {p}: {key} declares the shape {shape}")
+    if dtype.kind not in ("U" if key == "config" else "fiu") or dtype.fields is not None:
+        what = "a text" if key == "config" else "numeric"
+        raise ValueError(f"parameter file {p}: {key} is not {what} (dtype {dtype})")
+    return _Member(info, tuple(int(d) for d in shape), dtype, info.file_size - offset)
+
+
+def _check_size(p: Path, key: str, m: _Member) -> None:
+    """ValueError unless a member holds exactly the bytes its header declares."""
+    count = math.prod(m.shape)
+    if count * m.dtype.itemsize != m.held:
+        raise ValueError(f"parameter file {p}: {key} declares {count} values of {m.dtype} "
+                         f"({count * m.dtype.itemsize} bytes) but holds {m.held} bytes")
+
+
+def _check_layout(p: Path, shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> None:
+    """ValueError unless the arrays are exactly the expected ones with the expected shapes."""
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    if missing or extra:
+        raise ValueError(f"parameter file {p} does not match the model: "
+                         f"missing keys {missing}, unexpected keys {extra}")
+    for name, shape in expected.items():
+        if shapes[name] != tuple(shape):
+            raise ValueError(f"parameter file {p}: {name} has shape {shapes[name]}, "
+                             f"the configuration needs {tuple(shape)}")
+
+
+def read_params(path: str | os.PathLike[str], expected: Mapping[str, tuple[int, ...]] | None = None,
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a ``.npz`` parameter file: (arrays as float64, config dict). ValueError naming the file
+    on failure.
+
+    Only a regular file is read (a FIFO, a device or a folder is refused before it is opened).
+    Every member's ``.npy`` header is read first and its declared size checked against the size the
+    zip archive stores, and, with ``expected`` (name -> shape, the config apart), the names and
+    shapes against those, so nothing larger than the file really holds is ever allocated."""
+    p = Path(path)
+    with open_regular(p, f"parameter file {p}", end="") as (fh, st):
+        _check_signature(p, fh)
+        try:
+            zf = zipfile.ZipFile(fh)
+        except _ZIP_ERRORS + (ValueError,) as exc:
+            raise ValueError(f"parameter file {p} is not a readable .npz file ({exc})") from None
+        with zf:
+            members: dict[str, _Member] = {}
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key in members:
+                    raise ValueError(f"parameter file {p} holds two arrays named {key}")
+                members[key] = _read_member_header(p, zf, info, key, st.st_size)
+            if expected is not None:
+                _check_layout(p, {k: m.shape for k, m in members.items() if k != "config"}, expected)
+            for key, m in members.items():
+                _check_size(p, key, m)
+            arrays = {}
+            for key, m in members.items():
+                try:
+                    with zf.open(m.info) as member:
+                        arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+                except _ZIP_ERRORS + (ValueError,) as exc:
+                    raise ValueError(f"parameter file {p} is damaged: {key}: {exc}") from None
+                except MemoryError:
+                    raise ValueError(f"parameter file {p}: {key} needs {m.held} bytes, more than "
+                                     f"can be allocated") from None
     config: dict[str, Any] = {}
     if "config" in arrays:
+        text = arrays.pop("config")
+        if text.ndim != 0:
+            raise ValueError(f"parameter file {p}: 'config' must be one string, got shape {text.shape}")
+        if (np.frombuffer(text.astype(text.dtype.newbyteorder("<")).tobytes(), dtype="<u4") > 0x10FFFF).any():
+            raise ValueError(f"parameter file {p}: 'config' holds characters outside Unicode")
         try:
-            config = json.loads(str(arrays.pop("config")))
-        except json.JSONDecodeError as exc:
+            config = json.loads(str(text))
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"parameter file {p}: 'config' is not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise ValueError(f"parameter file {p}: 'config' must be a JSON object")
     for k, a in arrays.items():
-        if a.dtype.kind not in "fiu":
-            raise ValueError(f"parameter file {p}: {k} is not numeric (dtype {a.dtype})")
         arrays[k] = a.astype(np.float64)
     return arrays, config
