@@ -194,7 +194,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .grid import ProcessGrid
 
     from .checkpoint import Checkpointer, read_manifest
+    from .comm import local_processes
     from .config import config_from_dict
+    from .datasets import image_shape
+    from .memory import (available_memory, check_memory, dry_run_plan, estimate_memory, format_bytes,
+                         format_dry_run)
     from .train import TrainingInterrupted
 
     comm = _world()
@@ -216,24 +220,37 @@ def cmd_train(args: argparse.Namespace) -> int:
             data = load_dataset(cfg.data, cfg.base_dir)
         else:
             cfg, data = _load(args)
-        if comm.Get_rank() == 0 and args.resume is None:
+        if comm.Get_rank() == 0 and args.resume is None and not args.dry_run:
             _check_writable_folder(out, args.overwrite)
-        ProcessGrid.check(comm.Get_size(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
+        lps, dps = ProcessGrid.check(comm.Get_size(), cfg.parallel.layer_procs, cfg.parallel.data_procs)
+        if args.dry_run:
+            return cfg, data, None
+        # The memory the run will need, against what this machine has, before any of it
+        # is allocated (one sentence with the estimate when it cannot fit).
+        est = estimate_memory(cfg, data.n_train, data.n_val, data.n_features, data.n_classes, layer_procs=lps,
+                              data_procs=dps, image_shape=image_shape(data))
+        here = min(comm.Get_size(), local_processes())
+        if check_memory(est, processes=here, warn=False) and comm.Get_rank() == 0:
+            print(f"layerparallel: warning: the run needs about {format_bytes(here * est.host)} on this machine, "
+                  f"close to the {format_bytes(available_memory() or 0)} available", file=sys.stderr, flush=True)
         model = build_model(cfg, data)
         if cfg.train.params and args.resume is None:
             model.load_parameters(cfg.train.params)
         return cfg, data, model
 
     cfg, data, model = _together(comm, prepare, lambda r: _fingerprint(r[0], r[1]))
+    if args.dry_run:  # everything checked, the plan printed, nothing trained or written
+        grid = ProcessGrid.create(comm, cfg.parallel.layer_procs, cfg.parallel.data_procs)
+        plan = dry_run_plan(cfg, data, grid)
+        if grid.is_root:
+            print(format_dry_run(plan), flush=True)
+            if not plan["memory"]["fits"]:
+                print(f"layerparallel: error: {plan['memory']['message']}", file=sys.stderr, flush=True)
+        return 0 if plan["memory"]["fits"] else 2
     # Checkpoints go into the run folder while the run goes on (every
     # train.checkpoint_every steps, and on SIGINT / SIGTERM); the results replace them.
     ckpt = Checkpointer(out, cfg.train.checkpoint_every, comm if comm.Get_size() > 1 else None,
                         config=cfg.to_dict(), extra={"base_dir": str(Path(cfg.base_dir).absolute())})
-    if args.dry_run:
-        if comm.Get_rank() == 0:
-            print(json.dumps({"config": str(args.config), "out": str(out), "processes": comm.Get_size(),
-                              "parameters": int(model.size)}, indent=2))
-        return 0
     grid = ProcessGrid.create(comm, cfg.parallel.layer_procs, cfg.parallel.data_procs)
     from .datasets import class_balance, format_class_balance
 

@@ -115,6 +115,8 @@ def test_gradcheck_passes(small_config, capsys):
         ([f"model.layers={2**32 + 1}"], "model.layers must be at most 2147483647"),
         ([f"model.width={2**32 + 5}"], "model.width must be at most 2147483647"),
         ([f"mgrit.cfactor={2**32 + 2}"], "mgrit.cfactor must be at most 2147483647"),
+        # Memory (issue 16): about 60 GB used to end in a std::bad_alloc traceback.
+        (["model.layers=160000", "data.train_size=5000"], "GB per process (states 51.2 GB"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(small_config, tmp_path, capsys, overrides, message):
@@ -186,3 +188,22 @@ def test_every_optimizer_trains_on_minibatches(small_config, tmp_path, optimizer
     # Rows once per epoch (5 batches), the objective of the whole set (full_eval).
     assert [int(r["iteration"]) for r in rows] == [0, 5, 10, 15, 20, 25, 30]
     assert float(rows[-1]["objective"]) < float(rows[0]["objective"])
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(small_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(small_config), "--out", str(out), "--dry-run", "--set", 'train.mode="simultaneous"']) == 0
+    text = capsys.readouterr().out
+    for words in ("network    dense, 8 layers, width 8", "training   simultaneous mode on cpu", "processes  1 = 1",
+                  "threads", "memory     about", "available"):
+        assert words in text, words
+    assert not out.exists()
+    # A run that cannot fit: the plan, then the one-line refusal and exit 2.
+    assert main(["train", str(small_config), "--dry-run", "--set", "model.layers=200000",
+                 "--set", "model.width=64"]) == 2
+    captured = capsys.readouterr()
+    assert "does not fit" in captured.out
+    assert captured.err.startswith("layerparallel: error: the run needs about") and len(captured.err.splitlines()) == 1
+    # Everything else is checked too.
+    assert main(["train", str(small_config), "--dry-run", "--set", "model.width=2"]) == 2
+    assert "width must be at least the number of classes" in capsys.readouterr().err

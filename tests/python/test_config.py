@@ -25,7 +25,8 @@ EXPECTED_DEFAULTS = {
     "mgrit": {"max_levels": 10, "cfactor": 2, "cfactor_fine": 0, "min_coarse": 2, "relax": "F,FCF",
               "cycle": "V", "tol": 1e-11, "max_iter": 100, "fwd_iterations": 2, "bwd_iterations": 2,
               "threads": 0, "fmg": False, "skip_first_down": False, "store": "all", "compute_residuals": True, "safeguard": True,
-              "safeguard_factor": 1.0, "safeguard_iterations": 5},
+              "safeguard_factor": 1.0, "safeguard_iterations": 5, "adaptive": False, "adaptive_eta": 0.1,
+              "adaptive_max_cycles": 8},
 }
 
 
