@@ -21,10 +21,10 @@ constexpr int kReduceChunk = 256;
 /// on OpenMP threads when there is more than one piece (serially when already
 /// inside a parallel region, e.g. the MGRIT engine's intervals).
 template <class F>
-void for_each_chunk(int s, F&& body) {
-  const int chunks = (s + kReduceChunk - 1) / kReduceChunk;
+void for_each_chunk(int s, F&& body, int chunk = kReduceChunk) {
+  const int chunks = (s + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int c = 0; c < chunks; ++c) body(c * kReduceChunk, s - c * kReduceChunk < kReduceChunk ? s - c * kReduceChunk : kReduceChunk);
+  for (int c = 0; c < chunks; ++c) body(c * chunk, s - c * chunk < chunk ? s - c * chunk : chunk);
 }
 
 /// out = in + dt * act(in K^T + b). If deriv != nullptr it receives act'(in K^T + b)
