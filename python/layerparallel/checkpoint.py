@@ -17,8 +17,10 @@ On disk, in the run folder::
 Each process writes its file atomically; after all have written, the first
 process replaces ``checkpoint.json`` (atomically) and only then removes the
 older checkpoint folders. A process killed at any moment (SIGKILL included)
-leaves the previous complete checkpoint loadable. Resuming needs the same
-number of processes and the same process grid.
+leaves the previous complete checkpoint loadable. Parameter-sized vectors are
+stored whole, so the serial and exact modes resume on any number of processes;
+the simultaneous mode, whose warm starts are split like the layers, resumes on
+the same process grid.
 """
 from __future__ import annotations
 
@@ -113,14 +115,19 @@ class Checkpointer:
         self.written += 1
         return target
 
-    def load(self) -> dict[str, dict[str, Any]]:
-        """This process's share of the last complete checkpoint, as ``save`` was given it
-        (every process calls it; the process count must be the one that wrote it)."""
+    def load(self, other_counts: bool = False) -> tuple[dict[str, dict[str, Any]], bool]:
+        """This process's file of the last complete checkpoint, as ``save`` was given it,
+        and whether it was written by as many processes as this job has (every process
+        calls it). ``other_counts``: a checkpoint of another process count is read from
+        the first process's file (the caller keeps what does not depend on the count);
+        otherwise it is refused."""
         manifest = read_manifest(self.folder)
-        if manifest["processes"] != self.size:
+        same = manifest["processes"] == self.size
+        if not same and not other_counts:
             raise ValueError(f"the checkpoint in {self.folder} was written by {manifest['processes']} processes; "
-                             f"resume it with the same number (this job has {self.size})")
-        path = self.folder / manifest["folder"] / f"rank{self.rank:05d}.npz"
+                             f"resume it with the same number (this job has {self.size}), or in the serial "
+                             "or exact mode, which resume on any number")
+        path = self.folder / manifest["folder"] / f"rank{self.rank if same else 0:05d}.npz"
         try:
             with open_regular(path, f"checkpoint file {path}") as (fh, _):
                 with np.load(fh, allow_pickle=False) as z:
@@ -138,4 +145,4 @@ class Checkpointer:
         for key, arr in arrays.items():
             section, _, name = key.partition(".")
             state.setdefault(section, {})[name] = arr
-        return state
+        return state, same

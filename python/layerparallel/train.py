@@ -329,6 +329,39 @@ class _Loop:
                          "theta": self.theta, "last_step": self.last_step},
                 "optimizer": opt, "solver": self.solver.inner.state_dict(self.X)}
 
+    # Parameter-sized vectors of the state: stored whole (gathered over the layer
+    # processes), so that the serial and exact modes can resume on another process grid.
+    _VECTORS = {"loop": ("theta", "g"), "batches": ("sum_gradient",),
+                "optimizer": ("s", "y", "m", "v", "momentum_buffer")}
+
+    def _whole(self, state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for section, keys in self._VECTORS.items():
+            for key in keys:
+                a = state.get(section, {}).get(key)
+                if isinstance(a, np.ndarray) and a.ndim in (1, 2) and a.shape[-1] == self.theta.size:
+                    rows = [self.shard.gather(r).copy() for r in np.atleast_2d(a)]
+                    state[section][key] = rows[0] if a.ndim == 1 else np.array(rows).reshape(len(rows), -1)
+        return state
+
+    def _own(self, state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        size = self.model.size
+        for section, keys in self._VECTORS.items():
+            for key in keys:
+                a = state.get(section, {}).get(key)
+                if isinstance(a, np.ndarray) and a.ndim in (1, 2) and a.shape[-1] == size:
+                    state[section][key] = a[..., self.shard.index].copy()
+        return state
+
+    def load_checkpoint(self) -> dict[str, dict[str, Any]]:
+        """The checkpoint's state with this process's share of every parameter vector. The
+        serial and exact modes may resume on another number of processes (the MGRIT warm
+        starts, per process, are then dropped: these modes solve exactly anyway)."""
+        portable = self.solver.inner.mode in ("serial", "exact")
+        state, same = self.checkpoint.load(other_counts=portable)
+        if not same:
+            state["solver"]["warm_sizes"] = []
+        return self._own(state)
+
     def restore(self, state: dict[str, dict[str, Any]]) -> int:
         loop = state["loop"]
         theta = np.asarray(loop["theta"], dtype=np.float64)
@@ -357,7 +390,7 @@ class _Loop:
         if ck.size > 1:
             stop = ck.comm.allreduce(int(stop)) > 0
         if stop or (ck.every and it % ck.every == 0):
-            ck.save(it, self.state(it))
+            ck.save(it, self._whole(self.state(it)))
         if stop:
             raise TrainingInterrupted(it, ck.folder)
 
@@ -400,7 +433,7 @@ class _FullBatchLoop(_Loop):
 
         start = 1
         if resume:
-            start = self.restore(self.checkpoint.load()) + 1
+            start = self.restore(self.load_checkpoint()) + 1
             f, g = self.f, self.g
         else:
             ev = solver(self.theta, X, y)
@@ -523,7 +556,7 @@ class _MiniBatchLoop(_Loop):
         solver, optimizer = self.solver, self.optimizer
         start = 1
         if resume:
-            start = self.restore(self.checkpoint.load()) + 1
+            start = self.restore(self.load_checkpoint()) + 1
         else:
             Xb, yb = self.batch()
             t = time.perf_counter()
