@@ -7,6 +7,7 @@ import pytest
 import scipy.optimize as so
 
 import layerparallel.optim as optim_module
+from optim_problems import quadratic
 from layerparallel.optim import (LBFGS, Adam, GradientDescent, StepResult,
                                  make_optimizer, minibatches)
 
@@ -28,18 +29,6 @@ def run(opt, fun, x0, gtol=1e-8, max_iter=5000):
         ev += r.trials
         x, f, g = r.x, r.f, r.g
     return x, f, g, it, ev
-
-
-def quadratic(n=6, seed=0, cond=50.0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    A = Q @ np.diag(np.geomspace(1.0, cond, n)) @ Q.T
-    b = rng.normal(size=n)
-    xstar = np.linalg.solve(A, b)
-
-    def fun(x):
-        return float(0.5 * x @ A @ x - b @ x), A @ x - b
-    return fun, A, b, xstar
 
 
 # ----------------------------------------------------------------------------

@@ -10,20 +10,9 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 
+from optim_problems import quadratic
 from layerparallel.optim import (LBFGS, SGD, Adam, GradientDescent, Schedule,
                                  make_optimizer, make_schedule)
-
-
-def quadratic(n=6, seed=0, cond=50.0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    A = Q @ np.diag(np.geomspace(1.0, cond, n)) @ Q.T
-    b = rng.normal(size=n)
-    xstar = np.linalg.solve(A, b)
-
-    def fun(x):
-        return float(0.5 * x @ A @ x - b @ x), A @ x - b
-    return fun, A, b, xstar
 
 
 def least_squares(m=40, n=6, seed=0):
