@@ -181,6 +181,9 @@ def _check_writable_folder(out: Path, overwrite: bool = False) -> None:
         raise ValueError(f"--out {out} cannot be written: no write permission in {writable}")
     held = folder_entries(out)
     if held and not overwrite:
+        if "checkpoint.json" in held:
+            raise ValueError(f"--out {out} holds the checkpoint of an unfinished run; continue it with "
+                             f"layerparallel train --resume {out}, or pass --overwrite to start afresh")
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         raise ValueError(f"--out {out} already holds files ({shown}); pass --overwrite to replace them "
                          "or choose another folder")

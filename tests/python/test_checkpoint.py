@@ -130,7 +130,7 @@ def cli(*args, **kw):
                           timeout=180, env=env, **kw)
 
 
-def test_sigint_writes_a_checkpoint_that_resumes(tmp_path):
+def test_sigint_writes_a_checkpoint_that_resumes(tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text(TOML)
     assert main(["train", str(cfg), "--out", str(tmp_path / "straight"), "--quiet"]) == 0
@@ -163,6 +163,7 @@ sys.exit(main(["train", {str(cfg)!r}, "--out", {str(out)!r}, "--quiet"]))
 
     # An earlier run's folder cannot be trained into by mistake; --resume continues it.
     assert main(["train", str(cfg), "--out", str(out), "--quiet"]) == 2
+    assert f"continue it with layerparallel train --resume {out}" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     resumed = json.loads((out / "summary.json").read_text())
     for k in ("train_loss", "val_loss", "train_accuracy", "iterations", "gradient_evaluations"):
