@@ -190,19 +190,16 @@ def _check_writable_folder(out: Path, overwrite: bool = False) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .plots import plot_decision_regions, plot_history, plot_residuals
-    from .train import build_model, planned_steps, train
-
     from . import _core
-    from .grid import ProcessGrid
-
     from .checkpoint import Checkpointer, read_manifest
     from .comm import local_processes
     from .config import config_from_dict
-    from .datasets import image_shape
+    from .datasets import class_balance, format_class_balance, image_shape
+    from .grid import ProcessGrid
     from .memory import (available_memory, check_memory, dry_run_plan, estimate_memory, format_bytes,
                          format_dry_run)
-    from .train import TrainingInterrupted
+    from .plots import plot_decision_regions, plot_history, plot_residuals
+    from .train import TrainingInterrupted, build_model, planned_steps, train
 
     comm = _world()
     if args.resume is not None:
@@ -255,8 +252,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = Checkpointer(out, cfg.train.checkpoint_every, comm if comm.Get_size() > 1 else None,
                         config=cfg.to_dict(), extra={"base_dir": str(Path(cfg.base_dir).absolute())})
     grid = ProcessGrid.create(comm, cfg.parallel.layer_procs, cfg.parallel.data_procs)
-    from .datasets import class_balance, format_class_balance
-
     if grid.is_root:
         remove_stale_temporaries(out.absolute().parent)
         remove_stale_temporaries(out)
