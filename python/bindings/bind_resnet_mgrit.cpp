@@ -112,6 +112,10 @@ void bind_resnet_mgrit(py::module_& m) {
             if (!s.started()) return py::none();
             const auto n = static_cast<py::ssize_t>(s.trajectory_size());
             DArray f(n), a(n);
+            // Distributed, only the owned points are written: the rest stays zero (not
+            // uninitialised memory, which the loader's finiteness check would refuse).
+            std::fill_n(f.mutable_data(), n, 0.0);
+            std::fill_n(a.mutable_data(), n, 0.0);
             s.save_warm_start(f.mutable_data(), a.mutable_data());
             return py::make_tuple(f, a);
           },

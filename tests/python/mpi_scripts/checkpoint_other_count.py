@@ -12,6 +12,15 @@ import layerparallel as lp
 from layerparallel.checkpoint import Checkpointer
 
 comm = lp.world()
+
+
+def _abort(kind, value, tb):  # an error on one process ends the job instead of a hang
+    import traceback
+    traceback.print_exception(kind, value, tb)
+    comm.Abort(1)
+
+
+sys.excepthook = _abort
 folder, layer_procs, max_iter, phase, mode = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], \
     sys.argv[5]
 P = comm.Get_size()

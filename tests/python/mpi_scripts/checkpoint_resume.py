@@ -12,6 +12,15 @@ import layerparallel as lp
 from layerparallel.checkpoint import Checkpointer
 
 comm = lp.world()
+
+
+def _abort(kind, value, tb):  # an error on one process ends the job instead of a hang
+    import traceback
+    traceback.print_exception(kind, value, tb)
+    comm.Abort(1)
+
+
+sys.excepthook = _abort
 P = comm.Get_size()
 layer_procs, optimizer = int(sys.argv[1]), sys.argv[2]
 grid = lp.ProcessGrid.create(comm, layer_procs=layer_procs, data_procs=P // layer_procs)
