@@ -95,7 +95,7 @@ class LayerShard:
 
     def gather(self, local: np.ndarray) -> np.ndarray:
         """The full parameter vector on every layer process (for files and plots)."""
-        full = self._reg_full
+        full = np.zeros(self.model.size)
         full[self.index] = local
         return comm_sum(self.comm, full) if self.comm is not None else full
 
@@ -122,7 +122,7 @@ class LayerShard:
         the engine's one regulariser (``regularization_values`` of the compiled network,
         per-slot values); the value is their sum, reproducible like :meth:`dot`."""
         r = self.model.regularization
-        full = np.zeros(self.model.size)
+        full = self._reg_full  # only the owned entries and the neighbour rows are ever written
         full[self.index] = local
         a, b = self.layers
         if r.ddt > 0 and self.model.layers > 1 and self.comm is not None and self.comm.size() > 1:

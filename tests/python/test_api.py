@@ -323,3 +323,15 @@ def test_one_class_called_network():
     from layerparallel import model, scaling
 
     assert "Network" not in vars(scaling) and model.Network.__name__ == "Network"
+
+
+def test_gather_returns_a_vector_of_its_own(data):
+    # Solver.gather's result must not share memory with the solver: a later gather or
+    # an evaluation (whose regulariser fills a buffer of the shard) must leave it alone.
+    model = lp.ResNet(2, 5, 8, 6, 1.0, seed=0, regularization=lp.Regularization(1e-4, 1e-4, 1e-4))
+    solver = lp.Solver(model)
+    first = solver.gather(solver.local(model.theta))
+    kept = first.copy()
+    solver.gather(solver.local(model.theta) + 1.0)
+    solver(solver.local(model.theta) * 2.0, data.train_x, data.train_y)
+    assert np.array_equal(first, kept)
