@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from typing import Any, Iterator, Optional
 
@@ -88,15 +87,13 @@ def abort_on_error(comm: Any, exit_code: int = 1, debug: bool = False) -> Iterat
     """On an exception in this process: print it as one line (with the rank; the
     traceback only when debugging) and abort the whole job, so the other processes
     never wait forever in a collective. A user's error aborts with status 2."""
-    from .errors import Reported, describe, report
+    from .errors import Reported, report
 
     try:
         yield
     except BaseException as exc:
         if comm.Get_size() > 1 and not isinstance(exc, (SystemExit, Reported)):
-            report(exc, rank=comm.Get_rank(), debug=debug)
-            code = describe(exc)[1]
-            sys.stderr.flush()
+            code = report(exc, rank=comm.Get_rank(), debug=debug)
             comm.Abort(2 if code == 2 else exit_code)
         raise
 

@@ -339,8 +339,8 @@ class _Loop:
             for key in keys:
                 a = state.get(section, {}).get(key)
                 if isinstance(a, np.ndarray) and a.ndim in (1, 2) and a.shape[-1] == self.theta.size:
-                    rows = [self.shard.gather(r).copy() for r in np.atleast_2d(a)]
-                    state[section][key] = rows[0] if a.ndim == 1 else np.array(rows).reshape(len(rows), -1)
+                    rows = [self.shard.gather(r) for r in np.atleast_2d(a)]
+                    state[section][key] = rows[0] if a.ndim == 1 else np.array(rows)
         return state
 
     def _own(self, state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -508,7 +508,7 @@ class _MiniBatchLoop(_Loop):
         st = super().state(it)
         st["batches"] = {"rng": self.rng.bit_generator.state, "pos": self.pos, "busy": self.busy,
                          "perm": self.perm if self.perm is not None else np.zeros(0, np.int64),
-                         "has_perm": self.perm is not None, "sum_objective": self.sum_objective,
+                         "sum_objective": self.sum_objective,
                          "sum_loss": self.sum_loss, "sum_correct": self.sum_correct, "seen": self.seen,
                          "sum_gradient": self.sum_gradient}
         return st
@@ -517,7 +517,7 @@ class _MiniBatchLoop(_Loop):
         it = super().restore(state)
         b = state["batches"]
         self.rng.bit_generator.state = b["rng"]
-        self.perm = np.asarray(b["perm"]) if b["has_perm"] else None
+        self.perm = np.asarray(b["perm"]) if len(b["perm"]) else None  # empty: before the first batch
         self.pos = int(b["pos"])
         self.busy = float(b["busy"])
         self.sum_objective, self.sum_loss = float(b["sum_objective"]), float(b["sum_loss"])
